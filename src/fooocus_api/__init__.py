@@ -1,0 +1,1 @@
+"""fooocus_api: the FooocusAPI-compatible HTTP service over fooocus_core."""

@@ -1,0 +1,1 @@
+"""fooocus_core: the image-generation engine (SDXL, Fooocus-compatible), with no HTTP."""
