@@ -5,7 +5,8 @@ distributed inside the ``open_clip_torch`` wheel). Output: ``vocab.json``, ``mer
 tokenizer configuration that ``transformers.CLIPTokenizer.from_pretrained`` reads, so the service
 never needs a model hub to tokenize prompts.
 
-Usage: python tools/build_clip_tokenizer.py path/to/bpe_simple_vocab_16e6.txt.gz config/clip_tokenizer
+Usage:
+    python tools/build_clip_tokenizer.py bpe_simple_vocab_16e6.txt.gz config/clip_tokenizer
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def byte_symbols() -> list[str]:
 
 
 def build(bpe_gz: Path, out: Path) -> None:
-    lines = gzip.open(bpe_gz, "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(bpe_gz, "rt", encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
     merges = [tuple(line.split()) for line in lines[1 : MERGE_COUNT + 1]]
     symbols = byte_symbols()
     vocab = symbols + [s + "</w>" for s in symbols]

@@ -1,0 +1,328 @@
+"""The engine's public entry point: one object, built from a config, that turns tasks into images.
+
+The API (or any other caller) uses only :class:`Engine`: :meth:`Engine.generate` plus the
+listings. Generation runs synchronously in the caller's thread (the service's GPU thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from fooocus_core.config import EngineConfig
+from fooocus_core.errors import InvalidTask
+from fooocus_core.hashing import hash_cache_for
+from fooocus_core.metadata import ImageParameters, render_metadata
+from fooocus_core.models.folders import ModelFileMissing, list_models, resolve_model
+from fooocus_core.models.manager import ModelManager
+from fooocus_core.outputs import save_image
+from fooocus_core.pipeline.cancel import CancelToken, Interrupted
+from fooocus_core.pipeline.generate import ImageJob, decode, sample_latent
+from fooocus_core.pipeline.guidance import is_unit_cfg
+from fooocus_core.pipeline.plan import SamplingPlan, make_plan
+from fooocus_core.pipeline.preview import encode_preview, latent_to_rgb
+from fooocus_core.presets import Preset, list_presets, load_preset
+from fooocus_core.prompts.encode import PromptEncoder
+from fooocus_core.prompts.styles import StyleLibrary
+from fooocus_core.prompts.tokenize import PromptTokenizer
+from fooocus_core.prompts.wildcards import WildcardLibrary
+from fooocus_core.prompts.workloads import PromptWorkloads, build_workloads, parse_prompt
+from fooocus_core.sampling.samplers import SAMPLER_NAMES
+from fooocus_core.sampling.schedules import SCHEDULER_NAMES, DiscreteSchedule
+from fooocus_core.task import GeneratedImage, GenerationResult, GenerationTask, Progress
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[Progress], None]
+
+#: Share of the progress bar used before sampling starts (loading, prompts).
+_PREPARATION_PERCENT = 5
+DEFAULT_VAE = "Default (model)"
+NO_REFINER = "None"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Engine:
+    """Loads models on demand and generates images for :class:`GenerationTask` objects."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.schedule = DiscreteSchedule()
+        self._models = ModelManager(config, self.device)
+        self._hashes = hash_cache_for(config)
+        self._styles: StyleLibrary | None = None
+        self._wildcards: WildcardLibrary | None = None
+        self._tokenizer: PromptTokenizer | None = None
+        self._encoder: PromptEncoder | None = None
+        self._encoder_owner: object | None = None
+
+    # --- listings ---------------------------------------------------------------------------
+
+    def list_models(self) -> list[str]:
+        """Checkpoint file names under the checkpoints folder."""
+        return list_models(self.config, "checkpoints")
+
+    def list_loras(self) -> list[str]:
+        """LoRA file names under the loras folder."""
+        return list_models(self.config, "loras")
+
+    def list_vaes(self) -> list[str]:
+        """VAE file names under the vae folder."""
+        return list_models(self.config, "vae")
+
+    def list_styles(self) -> list[str]:
+        """Style names in Fooocus' order, with the "Fooocus V2" and "Random Style" choices."""
+        return self.styles.legal_names()
+
+    def list_presets(self) -> list[str]:
+        """Names of the presets in the config folder."""
+        return list_presets(self.config)
+
+    def preset(self, name: str | None = None) -> Preset:
+        """A preset merged over ``default`` (the configured global preset when no name)."""
+        return load_preset(self.config, name or self.config.preset)
+
+    @property
+    def styles(self) -> StyleLibrary:
+        if self._styles is None:
+            self._styles = StyleLibrary.from_dirs(
+                self.config.config_path / "styles", self.config.user_styles_dir
+            )
+        return self._styles
+
+    @property
+    def wildcards(self) -> WildcardLibrary:
+        if self._wildcards is None:
+            dirs = [self.config.config_path / "wildcards"]
+            if self.config.wildcards_dir:
+                dirs.append(Path(self.config.wildcards_dir))
+            self._wildcards = WildcardLibrary(dirs)
+        return self._wildcards
+
+    # --- validation -------------------------------------------------------------------------
+
+    def validate(self, task: GenerationTask) -> None:
+        """Raise :class:`InvalidTask` naming the field if ``task`` cannot run here."""
+        if task.sampler not in SAMPLER_NAMES:
+            raise InvalidTask(
+                "sampler", f"unknown sampler {task.sampler!r}; valid: {', '.join(SAMPLER_NAMES)}"
+            )
+        if task.scheduler not in SCHEDULER_NAMES:
+            raise InvalidTask(
+                "scheduler",
+                f"unknown scheduler {task.scheduler!r}; valid: {', '.join(SCHEDULER_NAMES)}",
+            )
+        try:
+            self.styles.validate(task.styles)
+        except ValueError as exc:
+            raise InvalidTask("styles", str(exc)) from None
+        self._checked_path("base_model", "checkpoints", task.base_model)
+        if task.vae != DEFAULT_VAE:
+            self._checked_path("vae", "vae", task.vae)
+        if task.refiner_model != NO_REFINER:
+            raise InvalidTask("refiner_model", "refiners are not supported yet; use 'None'")
+        if task.performance not in ("Quality", "Speed"):
+            raise InvalidTask(
+                "performance",
+                f"{task.performance!r} needs its acceleration LoRA, which is not supported yet; "
+                "use 'Speed' or 'Quality'",
+            )
+        checks = (
+            ("image_number", 1 <= task.image_number <= 32, "must be between 1 and 32"),
+            ("guidance_scale", 1.0 <= task.guidance_scale <= 30.0, "must be between 1 and 30"),
+            ("sharpness", 0.0 <= task.sharpness <= 30.0, "must be between 0 and 30"),
+            ("clip_skip", 1 <= task.clip_skip <= 12, "must be between 1 and 12"),
+            ("adaptive_cfg", 1.0 <= task.adaptive_cfg <= 30.0, "must be between 1 and 30"),
+        )
+        for field, ok, message in checks:
+            if not ok:
+                raise InvalidTask(field, message)
+        make_plan(task)
+
+    def _checked_path(self, field: str, kind: str, name: str) -> Path:
+        try:
+            return resolve_model(self.config, kind, name)
+        except ModelFileMissing as exc:
+            raise InvalidTask(field, str(exc)) from None
+        except ValueError as exc:
+            raise InvalidTask(field, str(exc)) from None
+
+    # --- generation -------------------------------------------------------------------------
+
+    def generate(
+        self,
+        task: GenerationTask,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> GenerationResult:
+        """Generate and save ``task.image_number`` images; stop/skip through ``cancel``."""
+        self.validate(task)
+        report = on_progress or (lambda _progress: None)
+        cancel = cancel or CancelToken()
+        plan = make_plan(task, random.Random())
+        messages: list[str] = []
+
+        report(Progress(percent=1, message="Loading models ..."))
+        models = self._models.get_base(task.base_model, task.vae)
+        encoder = self._encoder_for(models)
+        styles = self.styles.validate(task.styles)
+        parsed = parse_prompt(task.prompt, task.negative_prompt, styles)
+        if parsed.expansion_requested:
+            messages.append("Fooocus V2 prompt expansion is not available yet; skipped.")
+        loras = [lora for lora in task.loras if lora.enabled and lora.model_name != "None"]
+        if loras or parsed.loras:
+            messages.append("LoRAs are not applied yet; generated without them.")
+
+        images: list[GeneratedImage] = []
+        stopped = False
+        count = len(plan.seeds)
+        for index, seed in enumerate(plan.seeds):
+            report(Progress(percent=3, message=f"Preparing task {index + 1}/{count} ..."))
+            workloads = build_workloads(
+                parsed, seed, index, task.read_wildcards_in_order, self.styles, self.wildcards
+            )
+            try:
+                image = self._one_image(
+                    task, plan, models, encoder, workloads, index, report, cancel
+                )
+            except Interrupted as interrupt:
+                if interrupt.stop:
+                    stopped = True
+                    break
+                messages.append(f"Image {index + 1}/{count} skipped.")
+                continue
+            images.append(image)
+        report(Progress(percent=100, message="Finished"))
+        return GenerationResult(images=images, stopped=stopped, messages=messages)
+
+    def _encoder_for(self, models: object) -> PromptEncoder:
+        if self._encoder is None or self._encoder_owner is not models:
+            if self._tokenizer is None:
+                # Textual-inversion embeddings are not applied yet: "embedding:x" stays text.
+                self._tokenizer = PromptTokenizer.from_dir(
+                    self.config.config_path / "clip_tokenizer"
+                )
+            self._encoder = PromptEncoder(
+                self._tokenizer, models.text_encoder, models.text_encoder_2
+            )
+            self._encoder_owner = models
+        return self._encoder
+
+    def _one_image(
+        self,
+        task: GenerationTask,
+        plan: SamplingPlan,
+        models: object,
+        encoder: PromptEncoder,
+        workloads: PromptWorkloads,
+        index: int,
+        report: ProgressCallback,
+        cancel: CancelToken,
+    ) -> GeneratedImage:
+        seed = plan.seeds[index]
+        count = len(plan.seeds)
+        positive = encoder.encode(workloads.positive, workloads.positive_top_k, task.clip_skip)
+        negative = None
+        if not is_unit_cfg(task.guidance_scale):
+            negative = encoder.encode(workloads.negative, workloads.negative_top_k, task.clip_skip)
+        job = ImageJob(
+            seed=seed,
+            width=plan.width,
+            height=plan.height,
+            steps=plan.steps,
+            sampler=task.sampler,
+            scheduler=task.scheduler,
+            cfg=task.guidance_scale,
+            adaptive_cfg=task.adaptive_cfg,
+            sharpness=task.sharpness,
+            adm_scaler_positive=task.adm_scaler_positive,
+            adm_scaler_negative=task.adm_scaler_negative,
+            adm_scaler_end=task.adm_scaler_end,
+        )
+        total_steps = plan.steps * count
+
+        def on_step(step: int, steps: int, denoised: torch.Tensor) -> None:
+            cancel.check()
+            done = index * steps + step + 1
+            span = 100 - _PREPARATION_PERCENT
+            preview = None
+            if not task.disable_preview:
+                preview = encode_preview(latent_to_rgb(denoised))
+            report(
+                Progress(
+                    percent=min(99, _PREPARATION_PERCENT + span * done // total_steps),
+                    message=f"Sampling step {step + 1}/{steps}, image {index + 1}/{count} ...",
+                    preview=preview,
+                    step=step + 1,
+                    total_steps=steps,
+                    image_index=index,
+                    image_count=count,
+                )
+            )
+
+        latent = sample_latent(models.unet, self.schedule, positive, negative, job, on_step)
+        cancel.check()
+        image = decode(models.vae, latent)
+        report(Progress(percent=99, message=f"Saving image {index + 1}/{count} ..."))
+        params = self._image_parameters(task, plan, workloads, seed)
+        path = save_image(
+            image,
+            self.config.output_dir,
+            task.output_format,
+            render_metadata(params) if task.save_metadata_to_images else None,
+            task.metadata_scheme,
+            save_name=task.save_name,
+            index=index,
+        )
+        return GeneratedImage(
+            path=str(path),
+            seed=seed,
+            width=image.width,
+            height=image.height,
+            metadata=params.to_fooocus_dict(),
+        )
+
+    def _image_parameters(
+        self, task: GenerationTask, plan: SamplingPlan, workloads: PromptWorkloads, seed: int
+    ) -> ImageParameters:
+        base_hash = ""
+        if task.save_metadata_to_images:
+            base_path = resolve_model(self.config, "checkpoints", task.base_model)
+            base_hash = self._hashes.short_hash(base_path)
+        return ImageParameters(
+            prompt=workloads.log_positive_prompt,
+            negative_prompt=workloads.log_negative_prompt,
+            prompt_expansion=workloads.expansion,
+            styles=task.styles,
+            performance=task.performance,
+            steps=plan.steps,
+            width=plan.width,
+            height=plan.height,
+            guidance_scale=task.guidance_scale,
+            sharpness=task.sharpness,
+            adm_guidance=(task.adm_scaler_positive, task.adm_scaler_negative, task.adm_scaler_end),
+            base_model=task.base_model,
+            base_model_hash=base_hash,
+            refiner_model=task.refiner_model,
+            refiner_switch=task.refiner_switch,
+            sampler=task.sampler,
+            scheduler=task.scheduler,
+            vae=task.vae,
+            seed=seed,
+            full_prompt=list(workloads.positive),
+            full_negative_prompt=list(workloads.negative),
+            clip_skip=task.clip_skip,
+            adaptive_cfg=task.adaptive_cfg,
+            metadata_scheme=task.metadata_scheme,
+        )

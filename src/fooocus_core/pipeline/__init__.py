@@ -1,0 +1,1 @@
+"""Generation pipeline: conditioning, guidance, the UNet denoiser and the per-image loop."""
