@@ -48,6 +48,7 @@ from fooocus_core.models.tiny import (
     tiny_state_dict,
     write_tiny_checkpoint,
 )
+from tests.oracle import diffusers_config_dir
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
@@ -463,40 +464,12 @@ def test_empty_weights_only_affects_this_thread() -> None:
 # Independent oracle: diffusers' own single-file loaders
 
 
-def _diffusers_config_dir(root: Path, kind: str = "base") -> Path:
-    """What ``save_pretrained`` writes minus the weights, with our tiny configs."""
-    root.mkdir(parents=True, exist_ok=True)
-    for component, config in tiny_configs(kind).items():
-        (root / component).mkdir()
-        (root / component / "config.json").write_text(json.dumps(config))
-    tokenizers = ["tokenizer", "tokenizer_2"] if kind == "base" else ["tokenizer_2"]
-    for name in tokenizers:
-        shutil.copytree(SHIPPED_CONFIG_DIR / "clip_tokenizer", root / name)
-    (root / "scheduler").mkdir()
-    (root / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps({"_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear"})
-    )
-    base = kind == "base"
-    index = {
-        "_class_name": "StableDiffusionXLPipeline" if base else "StableDiffusionXLImg2ImgPipeline",
-        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"] if base else [None, None],
-        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
-        "tokenizer": ["transformers", "CLIPTokenizer"] if base else [None, None],
-        "tokenizer_2": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (root / "model_index.json").write_text(json.dumps(index))
-    return root
-
-
 def test_diffusers_component_loaders_agree(
     tmp_path: Path, tiny_sdxl_checkpoint: Path, loaded: SDXLModels
 ) -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    config = str(_diffusers_config_dir(tmp_path / "diffusers"))
+    config = str(diffusers_config_dir(tmp_path / "diffusers"))
     unet = UNet2DConditionModel.from_single_file(
         str(tiny_sdxl_checkpoint), config=config, subfolder="unet", local_files_only=True
     )
@@ -512,7 +485,7 @@ def test_diffusers_pipeline_loader_agrees(
 ) -> None:
     from diffusers import StableDiffusionXLPipeline
 
-    config = str(_diffusers_config_dir(tmp_path / "diffusers"))
+    config = str(diffusers_config_dir(tmp_path / "diffusers"))
     pipe = StableDiffusionXLPipeline.from_single_file(
         str(tiny_sdxl_checkpoint), config=config, local_files_only=True
     )
@@ -523,7 +496,7 @@ def test_diffusers_pipeline_loader_agrees(
 def test_diffusers_refiner_loader_agrees(tmp_path: Path, tiny_refiner_checkpoint: Path) -> None:
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
-    config = str(_diffusers_config_dir(tmp_path / "diffusers", kind="refiner"))
+    config = str(diffusers_config_dir(tmp_path / "diffusers", kind="refiner"))
     pipe = StableDiffusionXLImg2ImgPipeline.from_single_file(
         str(tiny_refiner_checkpoint), config=config, local_files_only=True
     )

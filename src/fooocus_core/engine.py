@@ -52,6 +52,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def sampling_percent(done_steps: int, total_steps: int) -> int:
+    """Progress after ``done_steps`` of all sampling steps (below 100 until the task ends)."""
+    span = 100 - _PREPARATION_PERCENT
+    return min(99, _PREPARATION_PERCENT + span * done_steps // max(1, total_steps))
+
+
 class Engine:
     """Loads models on demand and generates images for :class:`GenerationTask` objects."""
 
@@ -174,6 +180,7 @@ class Engine:
         messages: list[str] = []
 
         report(Progress(percent=1, message="Loading models ..."))
+        total_steps = plan.steps * len(plan.seeds)
         models = self._models.get_base(task.base_model, task.vae)
         encoder = self._encoder_for(models)
         styles = self.styles.validate(task.styles)
@@ -188,13 +195,18 @@ class Engine:
         stopped = False
         count = len(plan.seeds)
         for index, seed in enumerate(plan.seeds):
-            report(Progress(percent=3, message=f"Preparing task {index + 1}/{count} ..."))
+            report(
+                Progress(
+                    percent=sampling_percent(index * plan.steps, total_steps),
+                    message=f"Preparing task {index + 1}/{count} ...",
+                )
+            )
             workloads = build_workloads(
                 parsed, seed, index, task.read_wildcards_in_order, self.styles, self.wildcards
             )
             try:
                 image = self._one_image(
-                    task, plan, models, encoder, workloads, index, report, cancel
+                    task, plan, models, encoder, workloads, index, report, cancel, messages
                 )
             except Interrupted as interrupt:
                 if interrupt.stop:
@@ -229,6 +241,7 @@ class Engine:
         index: int,
         report: ProgressCallback,
         cancel: CancelToken,
+        messages: list[str],
     ) -> GeneratedImage:
         seed = plan.seeds[index]
         count = len(plan.seeds)
@@ -236,6 +249,10 @@ class Engine:
         negative = None
         if not is_unit_cfg(task.guidance_scale):
             negative = encoder.encode(workloads.negative, workloads.negative_top_k, task.clip_skip)
+        for cond in (positive, negative):
+            for warning in cond.warnings if cond is not None else ():
+                if warning not in messages:
+                    messages.append(warning)
         job = ImageJob(
             seed=seed,
             width=plan.width,
@@ -254,14 +271,12 @@ class Engine:
 
         def on_step(step: int, steps: int, denoised: torch.Tensor) -> None:
             cancel.check()
-            done = index * steps + step + 1
-            span = 100 - _PREPARATION_PERCENT
             preview = None
             if not task.disable_preview:
                 preview = encode_preview(latent_to_rgb(denoised))
             report(
                 Progress(
-                    percent=min(99, _PREPARATION_PERCENT + span * done // total_steps),
+                    percent=sampling_percent(index * steps + step + 1, total_steps),
                     message=f"Sampling step {step + 1}/{steps}, image {index + 1}/{count} ...",
                     preview=preview,
                     step=step + 1,
@@ -274,7 +289,12 @@ class Engine:
         latent = sample_latent(models.unet, self.schedule, positive, negative, job, on_step)
         cancel.check()
         image = decode(models.vae, latent)
-        report(Progress(percent=99, message=f"Saving image {index + 1}/{count} ..."))
+        report(
+            Progress(
+                percent=sampling_percent((index + 1) * plan.steps, total_steps),
+                message=f"Saving image {index + 1}/{count} ...",
+            )
+        )
         params = self._image_parameters(task, plan, workloads, seed)
         path = save_image(
             image,

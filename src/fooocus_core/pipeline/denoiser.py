@@ -14,6 +14,7 @@ import torch
 
 from fooocus_core.pipeline import adm
 from fooocus_core.pipeline.guidance import guide
+from fooocus_core.sampling.schedules import ModelSchedule
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class UNetDenoiser:
     def __init__(
         self,
         unet: torch.nn.Module,
-        schedule: object,
+        schedule: ModelSchedule,
         positive: BranchConditioning,
         negative: BranchConditioning | None,
         settings: GuidanceSettings,
@@ -105,7 +106,7 @@ class UNetDenoiser:
             },
             return_dict=False,
         )[0].to(x.dtype)
-        return x.repeat(n, 1, 1, 1) - sigma * eps
+        return self.schedule.calculate_denoised(sigma, eps, x.repeat(n, 1, 1, 1))
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

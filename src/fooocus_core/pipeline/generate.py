@@ -14,8 +14,8 @@ from fooocus_core.pipeline import adm
 from fooocus_core.pipeline.denoiser import BranchConditioning, GuidanceSettings, UNetDenoiser
 from fooocus_core.prompts.encode import Conditioning
 from fooocus_core.sampling.noise import BrownianTreeNoiseSampler, SeededNoiseSampler
-from fooocus_core.sampling.samplers import NoiseSampler, sample
-from fooocus_core.sampling.schedules import DiscreteSchedule, make_sigmas
+from fooocus_core.sampling.samplers import NoiseSampler, discards_penultimate_sigma, sample
+from fooocus_core.sampling.schedules import ModelSchedule, make_sigmas, model_schedule_for
 
 #: Called after every sampling step with (step index, steps, denoised x0 in sampler space).
 StepHook = Callable[[int, int, torch.Tensor], None]
@@ -73,7 +73,7 @@ def noise_sampler_for(
 
 def sample_latent(
     unet: torch.nn.Module,
-    schedule: DiscreteSchedule,
+    base_schedule: ModelSchedule,
     positive: Conditioning,
     negative: Conditioning | None,
     job: ImageJob,
@@ -83,6 +83,7 @@ def sample_latent(
 
     Sampler space is the VAE latent times the VAE's scaling factor (0.13025 for SDXL).
     """
+    schedule = model_schedule_for(job.scheduler, base_schedule)
     settings = GuidanceSettings(
         cfg=job.cfg,
         adaptive_cfg=job.adaptive_cfg,
@@ -98,7 +99,12 @@ def sample_latent(
         else branch(negative, job.width, job.height, job.adm_scaler_negative),
         settings,
     )
-    sigmas = make_sigmas(job.scheduler, schedule, job.steps)
+    sigmas = make_sigmas(
+        job.scheduler,
+        schedule,
+        job.steps,
+        discard_penultimate=discards_penultimate_sigma(job.sampler),
+    )
     noise = initial_noise(job.seed, (1, 4, job.height // 8, job.width // 8))
     device = next(unet.parameters()).device
     x = (noise * noise_scale(float(sigmas[0]), float(schedule.sigma_max))).to(device)
