@@ -14,6 +14,13 @@ from pathlib import Path
 import torch
 
 from fooocus_core.config import EngineConfig
+from fooocus_core.downloads import (
+    PRESET_DOWNLOAD_FOLDERS,
+    PresetDownloads,
+    apply_hf_mirror,
+    download_preset_files,
+    ensure_file,
+)
 from fooocus_core.errors import InvalidTask
 from fooocus_core.hashing import hash_cache_for
 from fooocus_core.metadata import ImageParameters, render_metadata
@@ -58,6 +65,12 @@ def sampling_percent(done_steps: int, total_steps: int) -> int:
     return min(99, _PREPARATION_PERCENT + span * done_steps // max(1, total_steps))
 
 
+def download_message(file_name: str, done: int, total: int | None) -> str:
+    """Progress text of a model download."""
+    size = f"{done / 2**20:.0f}/{total / 2**20:.0f} MB" if total else f"{done / 2**20:.0f} MB"
+    return f"Downloading {file_name}: {size} ..."
+
+
 class Engine:
     """Loads models on demand and generates images for :class:`GenerationTask` objects."""
 
@@ -72,6 +85,7 @@ class Engine:
         self._tokenizer: PromptTokenizer | None = None
         self._encoder: PromptEncoder | None = None
         self._encoder_owner: object | None = None
+        self._urls: dict[tuple[str, str], str] | None = None
 
     # --- listings ---------------------------------------------------------------------------
 
@@ -156,13 +170,66 @@ class Engine:
                 raise InvalidTask(field, message)
         make_plan(task)
 
-    def _checked_path(self, field: str, kind: str, name: str) -> Path:
+    def _checked_path(self, field: str, kind: str, name: str) -> None:
+        """A model file must exist, or be downloadable from a preset's URL."""
         try:
-            return resolve_model(self.config, kind, name)
+            resolve_model(self.config, kind, name)
         except ModelFileMissing as exc:
-            raise InvalidTask(field, str(exc)) from None
+            url = self._download_urls().get((kind, name))
+            if url is None:
+                raise InvalidTask(field, str(exc)) from None
+            if self.config.disable_preset_download:
+                raise InvalidTask(
+                    field,
+                    f"{exc}; preset downloads are disabled: download it from "
+                    f"{apply_hf_mirror(url, self.config.hf_mirror)}",
+                ) from None
         except ValueError as exc:
             raise InvalidTask(field, str(exc)) from None
+
+    def _download_urls(self) -> dict[tuple[str, str], str]:
+        """Every (folder kind, file name) → URL that some preset names for download."""
+        if self._urls is None:
+            urls: dict[tuple[str, str], str] = {}
+            for name in self.list_presets():
+                preset = load_preset(self.config, name)
+                for key, kind in PRESET_DOWNLOAD_FOLDERS.items():
+                    for file_name, url in getattr(preset, key).items():
+                        urls.setdefault((kind, file_name), url)
+            self._urls = urls
+        return self._urls
+
+    def _fetch_if_missing(self, kind: str, name: str, report: ProgressCallback) -> None:
+        """Download a missing model file a preset names (validation allowed it)."""
+        url = self._download_urls().get((kind, name))
+        if url is None or (self.config.folder(kind) / name).is_file():
+            return
+
+        def progress(done: int, total: int | None) -> None:
+            report(Progress(percent=1, message=download_message(name, done, total)))
+
+        ensure_file(
+            url, self.config.folder(kind), name, hf_mirror=self.config.hf_mirror, progress=progress
+        )
+
+    def prepare_preset(
+        self, name: str | None = None, on_progress: ProgressCallback | None = None
+    ) -> PresetDownloads:
+        """Download the files a preset names (unless downloads are disabled); say what happened.
+
+        With downloads disabled the missing files are listed in the result, not raised.
+        """
+        report = on_progress or (lambda _progress: None)
+
+        def progress(file_name: str, done: int, total: int | None) -> None:
+            report(Progress(percent=0, message=download_message(file_name, done, total)))
+
+        return download_preset_files(
+            self.config,
+            self.preset(name),
+            allow=not self.config.disable_preset_download,
+            progress=progress,
+        )
 
     # --- generation -------------------------------------------------------------------------
 
@@ -181,6 +248,9 @@ class Engine:
 
         report(Progress(percent=1, message="Loading models ..."))
         total_steps = plan.steps * len(plan.seeds)
+        self._fetch_if_missing("checkpoints", task.base_model, report)
+        if task.vae != DEFAULT_VAE:
+            self._fetch_if_missing("vae", task.vae, report)
         models = self._models.get_base(task.base_model, task.vae)
         encoder = self._encoder_for(models)
         styles = self.styles.validate(task.styles)
