@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -278,3 +279,39 @@ def test_seed_reproduces_across_processes(models_dir: Path, tmp_path: Path, samp
         )
         paths.append(done.stdout.strip().splitlines()[-1])
     assert np.array_equal(pixels(paths[0]), pixels(paths[1]))
+
+
+# --- previews ---------------------------------------------------------------------------------
+
+
+def test_previews_use_the_vae_approx_model_when_present(
+    tmp_path: Path, tiny_sdxl_checkpoint: Path
+) -> None:
+    """A VAE-approx file whose last layer outputs a constant colour shows in the previews."""
+    from fooocus_core.models.vae_approx import VAEApprox
+
+    models = tmp_path / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    (models / "checkpoints" / "tiny.safetensors").symlink_to(tiny_sdxl_checkpoint)
+    (models / "vae_approx").mkdir()
+    approx = VAEApprox()
+    with torch.no_grad():
+        for parameter in approx.parameters():
+            parameter.zero_()
+        approx.conv8.bias.copy_(torch.tensor([1.0, -1.0, 0.0]))
+    torch.save(approx.state_dict(), models / "vae_approx" / "xlvaeapp.pth")
+    engine = Engine(EngineConfig(models_dir=str(models), output_dir=str(tmp_path / "out")))
+    reports: list[Progress] = []
+    engine.generate(task(aspect_ratio="128*64"), on_progress=reports.append)
+    previews = [Image.open(io.BytesIO(r.preview)) for r in reports if r.preview]
+    assert len(previews) == 4
+    assert previews[0].size == (32, 16)  # a quarter of 128x64
+    colour = np.asarray(previews[-1].convert("RGB")).reshape(-1, 3).mean(axis=0)
+    assert np.allclose(colour, [255, 115, 127], atol=3)  # leaky ReLU(-1) = -0.1
+
+
+def test_linear_previews_are_a_quarter_of_the_size(engine: Engine) -> None:
+    reports: list[Progress] = []
+    engine.generate(task(aspect_ratio="128*64"), on_progress=reports.append)
+    preview = next(Image.open(io.BytesIO(r.preview)) for r in reports if r.preview)
+    assert preview.size == (32, 16)

@@ -26,12 +26,13 @@ from fooocus_core.hashing import hash_cache_for
 from fooocus_core.metadata import ImageParameters, render_metadata
 from fooocus_core.models.folders import ModelFileMissing, list_models, resolve_model
 from fooocus_core.models.manager import ModelManager
+from fooocus_core.models.vae_approx import SDXL_VAE_APPROX_FILE, load_vae_approx
 from fooocus_core.outputs import save_image
 from fooocus_core.pipeline.cancel import CancelToken, Interrupted
 from fooocus_core.pipeline.generate import ImageJob, decode, sample_latent
 from fooocus_core.pipeline.guidance import is_unit_cfg
 from fooocus_core.pipeline.plan import SamplingPlan, make_plan
-from fooocus_core.pipeline.preview import encode_preview, latent_to_rgb
+from fooocus_core.pipeline.preview import Previewer
 from fooocus_core.presets import Preset, list_presets, load_preset
 from fooocus_core.prompts.encode import PromptEncoder
 from fooocus_core.prompts.styles import StyleLibrary
@@ -86,6 +87,7 @@ class Engine:
         self._encoder: PromptEncoder | None = None
         self._encoder_owner: object | None = None
         self._urls: dict[tuple[str, str], str] | None = None
+        self._previewer: Previewer | None = None
 
     # --- listings ---------------------------------------------------------------------------
 
@@ -288,6 +290,15 @@ class Engine:
         report(Progress(percent=100, message="Finished"))
         return GenerationResult(images=images, stopped=stopped, messages=messages)
 
+    @property
+    def previewer(self) -> Previewer:
+        """Preview maker: the VAE-approx net if its file is in vae_approx, else a linear map."""
+        if self._previewer is None:
+            path = self.config.folder("vae_approx") / SDXL_VAE_APPROX_FILE
+            approx = load_vae_approx(path, self.device) if path.is_file() else None
+            self._previewer = Previewer(approx)
+        return self._previewer
+
     def _encoder_for(self, models: object) -> PromptEncoder:
         if self._encoder is None or self._encoder_owner is not models:
             if self._tokenizer is None:
@@ -341,9 +352,7 @@ class Engine:
 
         def on_step(step: int, steps: int, denoised: torch.Tensor) -> None:
             cancel.check()
-            preview = None
-            if not task.disable_preview:
-                preview = encode_preview(latent_to_rgb(denoised))
+            preview = None if task.disable_preview else self.previewer(denoised)
             report(
                 Progress(
                     percent=sampling_percent(index * steps + step + 1, total_steps),
