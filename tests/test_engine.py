@@ -143,9 +143,9 @@ def test_stop_keeps_finished_images(engine: Engine) -> None:
 
 def test_missing_checkpoint_is_a_clear_error(engine: Engine, models_dir: Path) -> None:
     with pytest.raises(InvalidTask) as error:
-        engine.generate(task(base_model="juggernautXL_v8Rundiffusion.safetensors"))
+        engine.generate(task(base_model="not_installed.safetensors"))
     assert error.value.field == "base_model"
-    assert "juggernautXL_v8Rundiffusion.safetensors" in str(error.value)
+    assert "not_installed.safetensors" in str(error.value)
     assert str(models_dir / "checkpoints") in str(error.value)
 
 

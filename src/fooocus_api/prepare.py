@@ -1,0 +1,166 @@
+"""Checking a generate request before it is queued, and fetching preset files before it runs.
+
+:func:`prepare_request` runs in a worker thread (it reads preset files and lists model
+folders): it merges the preset, builds the engine task and lets the engine validate it, so an
+unknown model, sampler or style is refused before anything is recorded. A model file that is
+missing but that the preset can download is accepted; :func:`ensure_task_files` downloads it
+in the GPU thread just before the task runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from msgspec import UNSET
+
+from fooocus_api.http import RequestError
+from fooocus_api.mapping import TASK_TO_REQUEST, build_task, record_params, request_preset_name
+from fooocus_api.schemas import CommonRequest
+from fooocus_api.worker import EngineLike
+from fooocus_core.config import EngineConfig
+from fooocus_core.errors import InvalidTask
+from fooocus_core.outputs import sanitize_save_name
+from fooocus_core.presets import Preset, PresetError
+from fooocus_core.task import GenerationTask
+
+DEFAULT_VAE = "Default (model)"
+
+
+@dataclass
+class Prepared:
+    """A checked request: the engine task, what the record shows, and the preset used."""
+
+    task: GenerationTask
+    req_params: dict[str, Any]
+    preset_name: str | None
+    notes: list[str]
+
+
+def _downloadable(preset: Preset, kind: str, name: str, config: EngineConfig) -> bool:
+    if config.disable_preset_download:
+        return False
+    table = {
+        "checkpoints": preset.checkpoint_downloads,
+        "loras": preset.lora_downloads,
+        "vae": preset.vae_downloads,
+    }[kind]
+    return name in table
+
+
+def load_preset(engine: EngineLike, name: str | None) -> Preset:
+    """The request's preset, else the global one; 422 naming ``preset`` if unknown."""
+    try:
+        return engine.preset(name)
+    except PresetError as exc:
+        raise RequestError(422, str(exc), "preset") from None
+
+
+def prepare_request(
+    engine: EngineLike, config: EngineConfig, request: CommonRequest, *, single_image: bool
+) -> Prepared:
+    """Merge presets, build the task and validate it; raises :class:`RequestError`."""
+    name = request_preset_name(request)
+    preset = load_preset(engine, name)
+    task = build_task(request, preset, single_image=single_image)
+    notes: list[str] = []
+    if task.save_name is not None:
+        try:
+            task.save_name = sanitize_save_name(task.save_name)
+        except ValueError as exc:
+            raise RequestError(422, str(exc), "save_name") from None
+    checkpoints = engine.list_models()
+    if request.base_model_name is UNSET and task.base_model not in checkpoints:
+        fallback = next((m for m in preset.previous_default_models if m in checkpoints), None)
+        if fallback is None and config.disable_preset_download and checkpoints:
+            fallback = checkpoints[0]
+        if fallback is not None:
+            notes.append(f"preset model {task.base_model!r} is missing; using {fallback!r}")
+            task.base_model = fallback
+    _validate(engine, config, task, preset, checkpoints)
+    loras = set(engine.list_loras())
+    kept = []
+    for lora in task.loras:
+        if lora.model_name in loras or _downloadable(preset, "loras", lora.model_name, config):
+            kept.append(lora)
+            continue
+        folder = config.folder("loras")
+        if request.loras is UNSET:  # a preset's LoRA that is not there: skip it, as Fooocus
+            notes.append(f"preset LoRA {lora.model_name!r} is not in {str(folder)!r}; skipped")
+            continue
+        raise RequestError(
+            422,
+            f"LoRA {lora.model_name!r} was not found; put the file in the folder {str(folder)!r}",
+            f"loras[{_request_index(request, lora.model_name)}].model_name",
+        )
+    task.loras = kept
+    return Prepared(task, record_params(request, task), name, notes)
+
+
+def _request_index(request: CommonRequest, name: str) -> int:
+    assert request.loras is not UNSET
+    return next((i for i, lora in enumerate(request.loras) if lora.model_name == name), 0)
+
+
+def _validate(
+    engine: EngineLike,
+    config: EngineConfig,
+    task: GenerationTask,
+    preset: Preset,
+    checkpoints: list[str],
+) -> None:
+    """``engine.validate`` with missing-but-downloadable model files let through."""
+    probe = msgspec.structs.replace(task)
+    for _attempt in range(3):
+        try:
+            engine.validate(probe)
+            return
+        except InvalidTask as exc:
+            field = TASK_TO_REQUEST.get(exc.field, exc.field)
+            if exc.field == "base_model" and _downloadable(
+                preset, "checkpoints", probe.base_model, config
+            ):
+                if not checkpoints:
+                    return  # nothing to stand in for it: the GPU thread validates after download
+                probe.base_model = checkpoints[0]
+                continue
+            if exc.field == "vae" and _downloadable(preset, "vae", probe.vae, config):
+                probe.vae = DEFAULT_VAE
+                continue
+            raise RequestError(422, exc.message, field) from None
+        except ValueError as exc:
+            raise RequestError(422, str(exc), "body") from None
+
+
+def ensure_task_files(
+    engine: EngineLike,
+    config: EngineConfig,
+    preset_name: str | None,
+    task: GenerationTask,
+    say: Callable[[str], None],
+) -> None:
+    """In the GPU thread: download the preset's files when the task needs one that is missing."""
+    missing = task.base_model not in engine.list_models()
+    if task.vae != DEFAULT_VAE and task.vae not in engine.list_vaes():
+        missing = True
+    loras = set(engine.list_loras())
+    if any(lora.model_name not in loras for lora in task.loras):
+        missing = True
+    if not missing or config.disable_preset_download:
+        return
+    from fooocus_core.downloads import download_preset_files
+
+    preset = engine.preset(preset_name)
+    say("Downloading model files of preset " + repr(preset.name) + " ...")
+
+    shown: dict[str, int] = {}
+
+    def progress(file_name: str, done: int, total: int | None) -> None:
+        percent = done * 100 // total if total else -1
+        if total and shown.get(file_name) != percent:
+            shown[file_name] = percent
+            say(f"Downloading {file_name}: {percent}% ...")
+
+    download_preset_files(config, preset, allow=True, progress=progress)
