@@ -47,7 +47,7 @@ from fooocus_api.store import TaskStore
 from fooocus_api.tasks import TERMINAL, Job, QueueFull, TaskManager, new_task_id, now_ms
 from fooocus_api.webhooks import WebhookSender
 from fooocus_api.worker import EngineFactory, EngineLike, GpuWorker, default_engine_factory
-from fooocus_core.config import MODEL_FOLDERS
+from fooocus_core import MODEL_FOLDERS
 
 logger = logging.getLogger("fooocus_api")
 
@@ -121,11 +121,7 @@ class Service:
         try:
             engine = await self.worker.engine()
             preset = await asyncio.to_thread(engine.preset, None)
-            load = getattr(engine, "load", None)
-            if load is None:
-                logger.warning("--preload: this engine cannot load a model ahead of a task")
-                return
-            await self.worker.run(lambda: load(preset.default_model))
+            await self.worker.run(lambda: engine.load(preset.default_model, preset.default_vae))
             self.worker.loaded_model = preset.default_model
         except Exception as exc:
             logger.warning("--preload failed: %s", exc)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from fooocus_api.settings import Settings
-from fooocus_core.config import load_engine_config
+from fooocus_core import load_engine_config
 
 logger = logging.getLogger("fooocus_api")
 

@@ -15,8 +15,7 @@ import msgspec
 from msgspec import UNSET
 
 from fooocus_api.schemas import CommonRequest
-from fooocus_core.presets import Preset
-from fooocus_core.task import GenerationTask, LoraSpec
+from fooocus_core import GenerationTask, LoraSpec, Preset
 
 #: Request field → GenerationTask field, for fields the preset can fill.
 PRESET_FIELDS: dict[str, str] = {

@@ -4,7 +4,7 @@
 folders): it merges the preset, builds the engine task and lets the engine validate it, so an
 unknown model, sampler or style is refused before anything is recorded. A model file that is
 missing but that the preset can download is accepted; :func:`ensure_task_files` downloads it
-in the GPU thread just before the task runs.
+in the GPU thread just before the task runs (through the engine).
 """
 
 from __future__ import annotations
@@ -13,18 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 from msgspec import UNSET
 
 from fooocus_api.http import RequestError
 from fooocus_api.mapping import TASK_TO_REQUEST, build_task, record_params, request_preset_name
 from fooocus_api.schemas import CommonRequest
 from fooocus_api.worker import EngineLike
-from fooocus_core.config import EngineConfig
-from fooocus_core.errors import InvalidTask
-from fooocus_core.outputs import sanitize_save_name
-from fooocus_core.presets import Preset, PresetError
-from fooocus_core.task import GenerationTask
+from fooocus_core import EngineConfig, GenerationTask, InvalidTask, Preset, PresetError
 
 DEFAULT_VAE = "Default (model)"
 
@@ -66,11 +61,6 @@ def prepare_request(
     preset = load_preset(engine, name)
     task = build_task(request, preset, single_image=single_image)
     notes: list[str] = []
-    if task.save_name is not None:
-        try:
-            task.save_name = sanitize_save_name(task.save_name)
-        except ValueError as exc:
-            raise RequestError(422, str(exc), "save_name") from None
     checkpoints = engine.list_models()
     if request.base_model_name is UNSET and task.base_model not in checkpoints:
         fallback = next((m for m in preset.previous_default_models if m in checkpoints), None)
@@ -79,7 +69,7 @@ def prepare_request(
         if fallback is not None:
             notes.append(f"preset model {task.base_model!r} is missing; using {fallback!r}")
             task.base_model = fallback
-    _validate(engine, config, task, preset, checkpoints)
+    _validate(engine, task)
     loras = set(engine.list_loras())
     kept = []
     for lora in task.loras:
@@ -104,34 +94,12 @@ def _request_index(request: CommonRequest, name: str) -> int:
     return next((i for i, lora in enumerate(request.loras) if lora.model_name == name), 0)
 
 
-def _validate(
-    engine: EngineLike,
-    config: EngineConfig,
-    task: GenerationTask,
-    preset: Preset,
-    checkpoints: list[str],
-) -> None:
-    """``engine.validate`` with missing-but-downloadable model files let through."""
-    probe = msgspec.structs.replace(task)
-    for _attempt in range(3):
-        try:
-            engine.validate(probe)
-            return
-        except InvalidTask as exc:
-            field = TASK_TO_REQUEST.get(exc.field, exc.field)
-            if exc.field == "base_model" and _downloadable(
-                preset, "checkpoints", probe.base_model, config
-            ):
-                if not checkpoints:
-                    return  # nothing to stand in for it: the GPU thread validates after download
-                probe.base_model = checkpoints[0]
-                continue
-            if exc.field == "vae" and _downloadable(preset, "vae", probe.vae, config):
-                probe.vae = DEFAULT_VAE
-                continue
-            raise RequestError(422, exc.message, field) from None
-        except ValueError as exc:
-            raise RequestError(422, str(exc), "body") from None
+def _validate(engine: EngineLike, task: GenerationTask) -> None:
+    """``engine.validate`` (which accepts missing files a preset can download), as a 422."""
+    try:
+        engine.validate(task)
+    except InvalidTask as exc:
+        raise RequestError(422, exc.message, TASK_TO_REQUEST.get(exc.field, exc.field)) from None
 
 
 def ensure_task_files(
@@ -150,17 +118,5 @@ def ensure_task_files(
         missing = True
     if not missing or config.disable_preset_download:
         return
-    from fooocus_core.downloads import download_preset_files
-
-    preset = engine.preset(preset_name)
-    say("Downloading model files of preset " + repr(preset.name) + " ...")
-
-    shown: dict[str, int] = {}
-
-    def progress(file_name: str, done: int, total: int | None) -> None:
-        percent = done * 100 // total if total else -1
-        if total and shown.get(file_name) != percent:
-            shown[file_name] = percent
-            say(f"Downloading {file_name}: {percent}% ...")
-
-    download_preset_files(config, preset, allow=True, progress=progress)
+    say(f"Downloading model files of preset {preset_name or config.preset!r} ...")
+    engine.prepare_preset(preset_name, on_progress=lambda progress: say(progress.message))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from fooocus_core.config import EngineConfig
+from fooocus_core import EngineConfig
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):

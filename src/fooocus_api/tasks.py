@@ -27,8 +27,7 @@ from fooocus_api.settings import Settings
 from fooocus_api.store import StoredTask, TaskStore
 from fooocus_api.webhooks import WebhookSender
 from fooocus_api.worker import EngineLike, GpuWorker
-from fooocus_core.pipeline.cancel import CancelToken
-from fooocus_core.task import GenerationResult, GenerationTask
+from fooocus_core import CancelToken, GenerationResult, GenerationTask
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +134,7 @@ class TaskManager:
     def _job_from_record(self, stored: StoredTask) -> Job | None:
         from fooocus_api.mapping import build_task
         from fooocus_api.schemas import CommonRequest
-        from fooocus_core.presets import Preset
+        from fooocus_core import Preset
 
         try:
             request = msgspec.convert(stored.req_params, CommonRequest, strict=False)
@@ -496,6 +495,6 @@ def _final_message(status: str, error: str | None) -> str:
 
 
 def _expected(exc: Exception) -> bool:
-    from fooocus_core.errors import EngineError
+    from fooocus_core import EngineError
 
     return isinstance(exc, EngineError | FileNotFoundError)

@@ -15,12 +15,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from fooocus_core.config import EngineConfig
-from fooocus_core.task import GenerationResult, GenerationTask, Progress
+from fooocus_core import EngineConfig, GenerationResult, GenerationTask, Progress
 
 if TYPE_CHECKING:
-    from fooocus_core.pipeline.cancel import CancelToken
-    from fooocus_core.presets import Preset
+    from fooocus_core import CancelToken, Preset
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +41,10 @@ class EngineLike(Protocol):
     def list_styles(self) -> list[str]: ...
     def list_presets(self) -> list[str]: ...
     def preset(self, name: str | None = None) -> Preset: ...
+    def prepare_preset(
+        self, name: str | None = None, on_progress: Callable[[Progress], None] | None = None
+    ) -> object: ...
+    def load(self, base_model: str, vae: str = ...) -> None: ...
 
 
 EngineFactory = Callable[[EngineConfig], EngineLike]
@@ -53,7 +55,7 @@ ProgressSink = Callable[[int, str, str | None], None]
 
 def default_engine_factory(config: EngineConfig) -> EngineLike:
     """Build the real engine (imports torch; call it in the GPU thread)."""
-    from fooocus_core.engine import Engine
+    from fooocus_core import Engine
 
     return Engine(config)
 

@@ -27,7 +27,7 @@ from fooocus_core.metadata import ImageParameters, render_metadata
 from fooocus_core.models.folders import ModelFileMissing, list_models, resolve_model
 from fooocus_core.models.manager import ModelManager
 from fooocus_core.models.vae_approx import SDXL_VAE_APPROX_FILE, load_vae_approx
-from fooocus_core.outputs import save_image
+from fooocus_core.outputs import sanitize_save_name, save_image
 from fooocus_core.pipeline.cancel import CancelToken, Interrupted
 from fooocus_core.pipeline.generate import ImageJob, decode, sample_latent
 from fooocus_core.pipeline.guidance import is_unit_cfg
@@ -66,10 +66,21 @@ def sampling_percent(done_steps: int, total_steps: int) -> int:
     return min(99, _PREPARATION_PERCENT + span * done_steps // max(1, total_steps))
 
 
-def download_message(file_name: str, done: int, total: int | None) -> str:
-    """Progress text of a model download."""
-    size = f"{done / 2**20:.0f}/{total / 2**20:.0f} MB" if total else f"{done / 2**20:.0f} MB"
-    return f"Downloading {file_name}: {size} ..."
+def download_reporter(
+    report: ProgressCallback, percent: int
+) -> Callable[[str, int, int | None], None]:
+    """A download progress callback that reports each whole percent (or 100 MB) once."""
+    shown: dict[str, int] = {}
+
+    def progress(file_name: str, done: int, total: int | None) -> None:
+        mark = done * 100 // total if total else done // (100 * 2**20)
+        if shown.get(file_name) == mark:
+            return
+        shown[file_name] = mark
+        size = f"{mark}%" if total else f"{done / 2**20:.0f} MB"
+        report(Progress(percent=percent, message=f"Downloading {file_name}: {size} ..."))
+
+    return progress
 
 
 class Engine:
@@ -170,6 +181,11 @@ class Engine:
         for field, ok, message in checks:
             if not ok:
                 raise InvalidTask(field, message)
+        if task.save_name is not None:
+            try:
+                sanitize_save_name(task.save_name)
+            except ValueError as exc:
+                raise InvalidTask("save_name", str(exc)) from None
         make_plan(task)
 
     def _checked_path(self, field: str, kind: str, name: str) -> None:
@@ -201,17 +217,21 @@ class Engine:
             self._urls = urls
         return self._urls
 
-    def _fetch_if_missing(self, kind: str, name: str, report: ProgressCallback) -> None:
+    def _fetch_if_missing(
+        self, kind: str, name: str, report: ProgressCallback | None = None
+    ) -> None:
         """Download a missing model file a preset names (validation allowed it)."""
         url = self._download_urls().get((kind, name))
         if url is None or (self.config.folder(kind) / name).is_file():
             return
 
-        def progress(done: int, total: int | None) -> None:
-            report(Progress(percent=1, message=download_message(name, done, total)))
-
+        named = download_reporter(report or (lambda _progress: None), percent=1)
         ensure_file(
-            url, self.config.folder(kind), name, hf_mirror=self.config.hf_mirror, progress=progress
+            url,
+            self.config.folder(kind),
+            name,
+            hf_mirror=self.config.hf_mirror,
+            progress=lambda done, total: named(name, done, total),
         )
 
     def prepare_preset(
@@ -221,19 +241,23 @@ class Engine:
 
         With downloads disabled the missing files are listed in the result, not raised.
         """
-        report = on_progress or (lambda _progress: None)
-
-        def progress(file_name: str, done: int, total: int | None) -> None:
-            report(Progress(percent=0, message=download_message(file_name, done, total)))
-
         return download_preset_files(
             self.config,
             self.preset(name),
             allow=not self.config.disable_preset_download,
-            progress=progress,
+            progress=download_reporter(on_progress or (lambda _progress: None), percent=0),
         )
 
     # --- generation -------------------------------------------------------------------------
+
+    def load(self, base_model: str, vae: str = DEFAULT_VAE) -> None:
+        """Load (or keep) a base model now, e.g. at start-up, fetching it if a preset names it."""
+        self._checked_path("base_model", "checkpoints", base_model)
+        self._fetch_if_missing("checkpoints", base_model)
+        if vae != DEFAULT_VAE:
+            self._checked_path("vae", "vae", vae)
+            self._fetch_if_missing("vae", vae)
+        self._encoder_for(self._models.get_base(base_model, vae))
 
     def generate(
         self,
