@@ -315,3 +315,27 @@ def test_linear_previews_are_a_quarter_of_the_size(engine: Engine) -> None:
     engine.generate(task(aspect_ratio="128*64"), on_progress=reports.append)
     preview = next(Image.open(io.BytesIO(r.preview)) for r in reports if r.preview)
     assert preview.size == (32, 16)
+
+
+# --- Fooocus' guidance fields reach the sampler and the metadata ------------------------------
+
+
+def test_guidance_fields_reach_the_sampler_and_the_metadata(engine: Engine) -> None:
+    def image(**changes: object) -> tuple[np.ndarray, dict[str, object]]:
+        result = engine.generate(task(guidance_scale=10.0, seed=9, disable_preview=True, **changes))
+        return pixels(result.images[0].path).astype(np.int16), result.images[0].metadata
+
+    plain, data = image()
+    assert data["sharpness"] == 2.0 and data["adm_guidance"] == "(1.5, 0.8, 0.3)"
+    assert "adaptive_cfg" not in data  # the default 7 is not written
+    for changes in ({"adaptive_cfg": 3.0}, {"adm_scaler_positive": 2.0}, {"sharpness": 30.0}):
+        changed, data = image(**changes)
+        assert np.abs(changed - plain).max() > 0, changes
+    assert data["sharpness"] == 30.0
+    _, data = image(adaptive_cfg=3.0, adm_scaler_negative=0.5, adm_scaler_end=0.2)
+    assert data["adaptive_cfg"] == 3.0 and data["adm_guidance"] == "(1.5, 0.5, 0.2)"
+    # Scalers 1.0 make the emphasized size conditioning the consistent one: "end" is moot.
+    neutral = {"adm_scaler_positive": 1.0, "adm_scaler_negative": 1.0}
+    assert np.array_equal(
+        image(adm_scaler_end=0.0, **neutral)[0], image(adm_scaler_end=1.0, **neutral)[0]
+    )

@@ -130,7 +130,11 @@ def test_very_long_word_spans_chunks(tok: PromptTokenizer) -> None:
 
 
 def test_embedding_words(tok: PromptTokenizer, tmp_path: Path) -> None:
-    (tmp_path / "myemb.safetensors").write_bytes(b"")
+    import torch
+    from safetensors.torch import save_file
+
+    vectors = {"clip_l": torch.zeros(1, 768), "clip_g": torch.zeros(1, 1280)}
+    save_file(vectors, str(tmp_path / "myemb.safetensors"))
     with_dir = PromptTokenizer(tok.tokenizer, embeddings_dir=tmp_path)
     result = with_dir.tokenize("a (embedding:myemb:1.2) embedding:myemb, cat")
     tokens = result.chunks[0].tokens
@@ -138,8 +142,9 @@ def test_embedding_words(tok: PromptTokenizer, tmp_path: Path) -> None:
     assert tokens == [BOS, 320, marker, marker, 267, 2368, EOS]
     assert result.chunks[0].weights[2] == pytest.approx(1.2)
     assert result.has_embeddings and not result.warnings
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="myemb"):
         result.chunks[0].padded_ids(PAD_L)
+    assert result.chunks[0].padded_ids(PAD_L, 0)[:7] == [BOS, 320, 0, 0, 267, 2368, EOS]
 
     missing = with_dir.tokenize("embedding:other cat")
     assert missing.warnings and "other" in missing.warnings[0]

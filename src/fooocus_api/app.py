@@ -25,10 +25,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fooocus_api import files, openapi
+from fooocus_api import features, files, openapi
 from fooocus_api.auth import Tickets, check_api_key
 from fooocus_api.http import JSON, RequestError, accept_image, parse_multipart, validation_error
 from fooocus_api.inputs import BadImage, ImageFetcher, check_url_host, image_fields, is_empty
+from fooocus_api.mapping import NO_PRESET
 from fooocus_api.prepare import ensure_task_files, prepare_request
 from fooocus_api.schemas import (
     AllModelsResponse,
@@ -47,7 +48,7 @@ from fooocus_api.store import TaskStore
 from fooocus_api.tasks import TERMINAL, Job, QueueFull, TaskManager, new_task_id, now_ms
 from fooocus_api.webhooks import WebhookSender
 from fooocus_api.worker import EngineFactory, EngineLike, GpuWorker, default_engine_factory
-from fooocus_core import MODEL_FOLDERS
+from fooocus_core import MODEL_FOLDERS, PresetError
 
 logger = logging.getLogger("fooocus_api")
 
@@ -158,6 +159,8 @@ class Service:
             r("POST", f"/tasks/{tid}/events/ticket", self.events_ticket),
             r("GET", "/v1/engines/all-models", self.all_models),
             r("GET", "/v1/engines/styles", self.styles),
+            r("GET", "/v1/engines/features", self.features),
+            r("GET", r"/v1/engines/presets/(?P<name>[^/]{1,128})", self.preset),
             r("GET", r"/outputs/(?P<folder>[^/]+)/(?P<name>[^/]+)", self.output, auth=False),
             r("POST", "/v1/tools/describe-image", self.describe_image),
         ]
@@ -501,6 +504,18 @@ class Service:
     async def styles(self, request: Request) -> Response:
         engine = await self._engine()
         return JSON(await asyncio.to_thread(engine.list_styles))
+
+    async def features(self, request: Request) -> Response:
+        return JSON(features.features())
+
+    async def preset(self, request: Request, name: str) -> Response:
+        engine = await self._engine()
+        try:
+            preset = await asyncio.to_thread(engine.preset, None if name in NO_PRESET else name)
+        except PresetError as exc:
+            raise RequestError(404, str(exc)) from None
+        enabled = not self.settings.engine.disable_preset_download
+        return JSON(features.preset_defaults(preset, enabled))
 
     async def output(self, request: Request, folder: str, name: str) -> Response:
         path = await asyncio.to_thread(files.output_file, self.output_root, folder, name)

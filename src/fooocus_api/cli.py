@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="WebUI port; the API listens on API_PORT, else --port + 1, else 7866",
     )
-    p.add_argument("--nowebui", action="store_true", help="accepted for compatibility (no WebUI)")
+    p.add_argument(
+        "--nowebui", action="store_true", help="serve only the API, not the WebUI on --port"
+    )
     p.add_argument("--apikey", default=None, help="require this X-API-KEY (env FOOOCUS_API_KEY)")
     p.add_argument("--webhook-url", default=None, help="default webhook for finished tasks")
     p.add_argument(
@@ -79,6 +82,17 @@ def api_port(port: int | None, env: Mapping[str, str]) -> int:
     return DEFAULT_API_PORT
 
 
+def webui_port(args: argparse.Namespace, env: Mapping[str, str]) -> int | None:
+    """``--port``, else GRADIO_SERVER_PORT (as Fooocus), else 7865; None with ``--nowebui``."""
+    if args.nowebui:
+        return None
+    if args.port is not None:
+        return int(args.port)
+    if env.get("GRADIO_SERVER_PORT"):
+        return int(env["GRADIO_SERVER_PORT"])
+    return DEFAULT_WEBUI_PORT
+
+
 def settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     """Merge parsed flags and the environment into one :class:`Settings`."""
     engine = load_engine_config(
@@ -92,10 +106,18 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Sett
             "device": args.device,
         },
     )
+    port = api_port(args.port, env)
+    ui_port = webui_port(args, env)
+    if ui_port is not None and ui_port == port:
+        raise SystemExit(
+            f"the WebUI and the API would both use port {port}: change --port or API_PORT, "
+            "or pass --nowebui"
+        )
     return Settings(
         engine=engine,
         host=args.listen,
-        port=api_port(args.port, env),
+        port=port,
+        webui_port=ui_port,
         apikey=args.apikey if args.apikey is not None else env.get("FOOOCUS_API_KEY", ""),
         webhook_url=args.webhook_url or env.get("WEBHOOK_URL", ""),
         webhook_secret=args.webhook_secret or env.get("FOOOCUS_WEBHOOK_SECRET", ""),
@@ -120,9 +142,7 @@ def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> Settin
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console script ``fooocus-api``: parse flags and serve until interrupted."""
-    import uvicorn
-
-    from fooocus_api.app import create_app
+    from fooocus_api.serve import Servers
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -131,15 +151,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger().setLevel(settings.log_level.upper().replace("TRACE", "DEBUG"))
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.apikey:
         logger.warning("listening on %s without --apikey: anyone can use the API", settings.host)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    servers = Servers(settings)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C: uvicorn has shut down cleanly
+        servers.run()
 
 
 if __name__ == "__main__":

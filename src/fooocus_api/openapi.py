@@ -23,6 +23,8 @@ _STRUCTS: tuple[type, ...] = (
     s.TasksResponse,
     s.TaskEvent,
     s.AllModelsResponse,
+    s.FeaturesResponse,
+    s.PresetResponse,
     s.MessageResponse,
     s.ErrorResponse,
     s.HealthResponse,
@@ -177,6 +179,25 @@ def _paths() -> dict[str, Any]:
                             }
                         },
                     }
+                },
+            }
+        },
+        "/v1/engines/features": {
+            "get": {
+                "summary": "Image-input modes available here and the choices of enumerated fields",
+                "responses": {"200": _json("FeaturesResponse"), **_ERRORS},
+            }
+        },
+        "/v1/engines/presets/{name}": {
+            "get": {
+                "summary": "A preset's defaults under request field names (initial = global)",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json("PresetResponse"),
+                    "404": _json("ErrorResponse", "No such preset"),
+                    **_ERRORS,
                 },
             }
         },

@@ -279,3 +279,61 @@ class TicketResponse(msgspec.Struct, kw_only=True):
 
     ticket: str
     expires_in: int
+
+
+class ImageInputFeatures(msgspec.Struct, kw_only=True):
+    """Which image-input modes this server runs (a WebUI shows a tab for each one that does)."""
+
+    #: ``uov_input_image`` with an upscale or vary method.
+    upscale_vary: bool = False
+    #: ``inpaint_input_image`` (+ mask), ``outpaint_selections``.
+    inpaint_outpaint: bool = False
+    #: ``controlnet_image`` (image prompt, PyraCanny, CPDS, FaceSwap).
+    image_prompt: bool = False
+    #: ``enhance_checkbox`` with ``enhance_input_image``.
+    enhance: bool = False
+
+
+class FeaturesResponse(msgspec.Struct, kw_only=True):
+    """``GET /v1/engines/features``: what this server runs and the choices of enumerated fields."""
+
+    image_inputs: ImageInputFeatures
+    describe_image: bool
+    performances: list[str]
+    samplers: list[str]
+    schedulers: list[str]
+    output_formats: list[str]
+    uov_methods: list[str]
+
+
+class PresetResponse(msgspec.Struct, kw_only=True):
+    """``GET /v1/engines/presets/{name}``: a preset's defaults under the request's field names
+    (``initial`` = the server's global preset)."""
+
+    name: str
+    prompt: str
+    negative_prompt: str
+    style_selections: list[str]
+    performance_selection: str
+    aspect_ratios_selection: str
+    sharpness: float
+    guidance_scale: float
+    base_model_name: str
+    refiner_model_name: str
+    refiner_switch: float
+    #: Every LoRA slot of the preset (``"None"`` = empty slot).
+    loras: list[Lora]
+    adaptive_cfg: float
+    clip_skip: int
+    sampler_name: str
+    scheduler_name: str
+    vae_name: str
+    overwrite_step: int
+    overwrite_switch: float
+    #: Aspect ratios to offer (``"W*H"``).
+    available_aspect_ratios: list[str]
+    max_lora_number: int
+    lora_min_weight: float
+    lora_max_weight: float
+    #: Files the preset can download on first use, per model folder.
+    downloads: dict[str, list[str]]

@@ -19,6 +19,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     #: API port (0 = any free port, used by tests).
     port: int = 7866
+    #: WebUI port (0 = any free port); None = no WebUI (``--nowebui``, and the default here:
+    #: the command line turns it on).
+    webui_port: int | None = None
     #: X-API-KEY value; empty = authentication off.
     apikey: str = ""
     #: Default webhook target for tasks that do not name one.

@@ -7,6 +7,7 @@ listings. Generation runs synchronously in the caller's thread (the service's GP
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -24,15 +25,25 @@ from fooocus_core.downloads import (
 from fooocus_core.errors import InvalidTask
 from fooocus_core.hashing import hash_cache_for
 from fooocus_core.metadata import ImageParameters, render_metadata
+from fooocus_core.models.checkpoint import (
+    CheckpointError,
+    CheckpointKind,
+    UnsupportedCheckpoint,
+    detect_kind,
+    list_keys,
+)
 from fooocus_core.models.folders import ModelFileMissing, list_models, resolve_model
+from fooocus_core.models.loader import SDXLModels
 from fooocus_core.models.manager import ModelManager
 from fooocus_core.models.vae_approx import SDXL_VAE_APPROX_FILE, load_vae_approx
 from fooocus_core.outputs import sanitize_save_name, save_image
 from fooocus_core.pipeline.cancel import CancelToken, Interrupted
+from fooocus_core.pipeline.freeu import FreeUParams
 from fooocus_core.pipeline.generate import ImageJob, decode, sample_latent
 from fooocus_core.pipeline.guidance import is_unit_cfg
 from fooocus_core.pipeline.plan import SamplingPlan, make_plan
 from fooocus_core.pipeline.preview import Previewer
+from fooocus_core.pipeline.refiner import SWAP_METHODS, Refiner, RefinerMismatch
 from fooocus_core.presets import Preset, list_presets, load_preset
 from fooocus_core.prompts.encode import PromptEncoder
 from fooocus_core.prompts.styles import StyleLibrary
@@ -99,6 +110,7 @@ class Engine:
         self._encoder_owner: object | None = None
         self._urls: dict[tuple[str, str], str] | None = None
         self._previewer: Previewer | None = None
+        self._kinds: dict[tuple[str, int, int], CheckpointKind] = {}
 
     # --- listings ---------------------------------------------------------------------------
 
@@ -163,8 +175,15 @@ class Engine:
         self._checked_path("base_model", "checkpoints", task.base_model)
         if task.vae != DEFAULT_VAE:
             self._checked_path("vae", "vae", task.vae)
-        if task.refiner_model != NO_REFINER:
-            raise InvalidTask("refiner_model", "refiners are not supported yet; use 'None'")
+        if task.refiner_swap_method not in SWAP_METHODS:
+            raise InvalidTask(
+                "refiner_swap_method",
+                f"unknown swap method {task.refiner_swap_method!r}; "
+                f"valid: {', '.join(SWAP_METHODS)}",
+            )
+        refiner = self._refiner_name(task)
+        if refiner is not None:
+            self._check_refiner_file(refiner)
         if task.performance not in ("Quality", "Speed"):
             raise InvalidTask(
                 "performance",
@@ -204,6 +223,43 @@ class Engine:
                 ) from None
         except ValueError as exc:
             raise InvalidTask(field, str(exc)) from None
+
+    def _refiner_name(self, task: GenerationTask) -> str | None:
+        """The refiner file name, or None when off: "None", or the base model's own file."""
+        name = task.refiner_model
+        if not name or name == NO_REFINER or name == task.base_model:
+            return None
+        try:
+            base = resolve_model(self.config, "checkpoints", task.base_model)
+            refiner = resolve_model(self.config, "checkpoints", name)
+        except (ModelFileMissing, ValueError):
+            return name
+        return None if os.path.samefile(base, refiner) else name
+
+    def _check_refiner_file(self, name: str) -> None:
+        """The refiner must exist (or be downloadable) and be an SDXL refiner or SDXL base."""
+        self._checked_path("refiner_model", "checkpoints", name)
+        try:
+            path = resolve_model(self.config, "checkpoints", name)
+        except ModelFileMissing:
+            return  # a preset's download; checked when loaded
+        try:
+            kind = self._checkpoint_kind(path)
+        except CheckpointError as exc:
+            raise InvalidTask("refiner_model", str(exc)) from None
+        _refuse_refiner_kind(name, kind)
+
+    def _checkpoint_kind(self, path: Path) -> CheckpointKind:
+        """What a checkpoint file holds, from its key names (cached per file version; cheap for
+        safetensors, which only need their header).
+        """
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        kind = self._kinds.get(key)
+        if kind is None:
+            kind = detect_kind(set(list_keys(path)))
+            self._kinds[key] = kind
+        return kind
 
     def _download_urls(self) -> dict[tuple[str, str], str]:
         """Every (folder kind, file name) → URL that some preset names for download."""
@@ -278,6 +334,7 @@ class Engine:
         if task.vae != DEFAULT_VAE:
             self._fetch_if_missing("vae", task.vae, report)
         models = self._models.get_base(task.base_model, task.vae)
+        refiner = self._load_refiner(task, models, report)
         encoder = self._encoder_for(models)
         styles = self.styles.validate(task.styles)
         parsed = parse_prompt(task.prompt, task.negative_prompt, styles)
@@ -302,7 +359,7 @@ class Engine:
             )
             try:
                 image = self._one_image(
-                    task, plan, models, encoder, workloads, index, report, cancel, messages
+                    task, plan, models, refiner, encoder, workloads, index, report, cancel, messages
                 )
             except Interrupted as interrupt:
                 if interrupt.stop:
@@ -323,6 +380,35 @@ class Engine:
             self._previewer = Previewer(approx)
         return self._previewer
 
+    def _load_refiner(
+        self, task: GenerationTask, models: SDXLModels, report: ProgressCallback
+    ) -> Refiner | None:
+        """Load (or keep) the task's refiner, conditioned through the base model's encoders;
+        free a cached one when the task has none.
+        """
+        name = self._refiner_name(task)
+        if name is None:
+            self._models.unload_refiner()
+            return None
+        self._fetch_if_missing("checkpoints", name, report)
+        try:
+            loaded = self._models.get_refiner(name)
+        except UnsupportedCheckpoint as exc:
+            _refuse_refiner_kind(name, exc.kind)
+            raise
+        except CheckpointError as exc:
+            raise InvalidTask("refiner_model", f"{exc}{_REFINER_HINT}") from None
+        _refuse_refiner_kind(name, loaded.kind)
+        clip_l, clip_g = models.text_encoder.config, models.text_encoder_2.config
+        refiner = Refiner.of_kind(loaded.unet, loaded.kind, int(clip_g.hidden_size))
+        try:
+            refiner.check_fits(
+                int(clip_l.hidden_size) + int(clip_g.hidden_size), int(clip_g.projection_dim)
+            )
+        except RefinerMismatch as exc:
+            raise InvalidTask("refiner_model", f"{name!r}: {exc}") from None
+        return refiner
+
     def _encoder_for(self, models: object) -> PromptEncoder:
         if self._encoder is None or self._encoder_owner is not models:
             if self._tokenizer is None:
@@ -340,7 +426,8 @@ class Engine:
         self,
         task: GenerationTask,
         plan: SamplingPlan,
-        models: object,
+        models: SDXLModels,
+        refiner: Refiner | None,
         encoder: PromptEncoder,
         workloads: PromptWorkloads,
         index: int,
@@ -371,6 +458,9 @@ class Engine:
             adm_scaler_positive=task.adm_scaler_positive,
             adm_scaler_negative=task.adm_scaler_negative,
             adm_scaler_end=task.adm_scaler_end,
+            switch=plan.switch,
+            refiner_swap_method=task.refiner_swap_method,
+            freeu=_freeu_params(task),
         )
         total_steps = plan.steps * count
 
@@ -389,7 +479,9 @@ class Engine:
                 )
             )
 
-        latent = sample_latent(models.unet, self.schedule, positive, negative, job, on_step)
+        latent = sample_latent(
+            models.unet, self.schedule, positive, negative, job, on_step, refiner=refiner
+        )
         cancel.check()
         image = decode(models.vae, latent)
         report(
@@ -419,10 +511,15 @@ class Engine:
     def _image_parameters(
         self, task: GenerationTask, plan: SamplingPlan, workloads: PromptWorkloads, seed: int
     ) -> ImageParameters:
-        base_hash = ""
+        base_hash = refiner_hash = ""
+        refiner = self._refiner_name(task)
         if task.save_metadata_to_images:
             base_path = resolve_model(self.config, "checkpoints", task.base_model)
             base_hash = self._hashes.short_hash(base_path)
+            if refiner is not None:
+                refiner_path = resolve_model(self.config, "checkpoints", refiner)
+                refiner_hash = self._hashes.short_hash(refiner_path)
+        freeu = _freeu_params(task)
         return ImageParameters(
             prompt=workloads.log_positive_prompt,
             negative_prompt=workloads.log_negative_prompt,
@@ -437,8 +534,12 @@ class Engine:
             adm_guidance=(task.adm_scaler_positive, task.adm_scaler_negative, task.adm_scaler_end),
             base_model=task.base_model,
             base_model_hash=base_hash,
-            refiner_model=task.refiner_model,
+            refiner_model=refiner or NO_REFINER,
+            refiner_model_hash=refiner_hash,
             refiner_switch=task.refiner_switch,
+            overwrite_switch=task.overwrite_switch,
+            refiner_swap_method=task.refiner_swap_method,
+            freeu=freeu.as_tuple() if freeu is not None else None,
             sampler=task.sampler,
             scheduler=task.scheduler,
             vae=task.vae,
@@ -449,3 +550,26 @@ class Engine:
             adaptive_cfg=task.adaptive_cfg,
             metadata_scheme=task.metadata_scheme,
         )
+
+
+_REFINER_HINT = "; use an SDXL refiner or an SDXL base model as refiner, or 'None'"
+
+
+def _refuse_refiner_kind(name: str, kind: CheckpointKind) -> None:
+    """InvalidTask unless ``kind`` can refine an SDXL base here (SDXL refiner or SDXL base)."""
+    if kind in (CheckpointKind.SDXL_REFINER, CheckpointKind.SDXL_BASE):
+        return
+    if kind in (CheckpointKind.SD15, CheckpointKind.SD2):
+        reason = "SD 1.5 / SD 2 refiners are not supported"
+    elif kind is CheckpointKind.PLAYGROUND_V25:
+        reason = "Playground v2.5 models (EDM schedule, own latent scale) cannot refine here"
+    else:
+        reason = "it cannot be used as refiner"
+    raise InvalidTask("refiner_model", f"{name!r} is {kind.description}: {reason}{_REFINER_HINT}")
+
+
+def _freeu_params(task: GenerationTask) -> FreeUParams | None:
+    """The task's FreeU V2 factors, or None when FreeU is off."""
+    if not task.freeu_enabled:
+        return None
+    return FreeUParams(task.freeu_b1, task.freeu_b2, task.freeu_s1, task.freeu_s2)

@@ -23,8 +23,8 @@ class BranchConditioning:
 
     hidden: torch.Tensor  # [1, tokens, width]
     pooled: torch.Tensor  # [1, pooled width]
-    time_ids_emphasized: torch.Tensor  # [6]
-    time_ids_consistent: torch.Tensor  # [6]
+    time_ids_emphasized: torch.Tensor  # [6] (SDXL base) or [5] (SDXL refiner)
+    time_ids_consistent: torch.Tensor  # [6] or [5]
 
     def time_ids(self, timestep: float, adm_scaler_end: float) -> torch.Tensor:
         if adm.emphasis_active(timestep, adm_scaler_end):

@@ -11,6 +11,12 @@ final-layer output (after its final layer norm) at the first chunk's end token, 
 Per prompt: the workloads' encodings are concatenated on the token axis and the pooled vectors of
 the first ``pool_top_k`` workloads are summed.
 
+Textual-inversion embeddings (``embedding:NAME``): each vector is one token whose input embedding
+(before the position embedding is added) is the file's ``clip_l`` / ``clip_g`` row instead of a
+vocabulary row; the token id there is :data:`EMBEDDING_PLACEHOLDER`. The vectors are put in by a
+forward hook on the encoder's token-embedding layer that lives for one call and only touches the
+call with this encoder's own ``input_ids`` tensor.
+
 The encoder only encodes: skipping the negative prompt when cfg == 1 (reusing the positive) and
 appending the Fooocus V2 expansion are the pipeline's decisions.
 """
@@ -25,14 +31,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fooocus_core.prompts.embeddings import load_embedding
 from fooocus_core.prompts.tokenize import (
     BOS,
+    EMBEDDING_PLACEHOLDER,
     EOS,
     PAD_G,
     PAD_L,
     PromptTokenizer,
     TokenChunk,
 )
+
+#: Embedding-file key of each encoder's vectors.
+KEY_L = "clip_l"
+KEY_G = "clip_g"
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,26 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def _num_layers(model: nn.Module) -> int:
     return int(model.config.num_hidden_layers)
+
+
+def _embedding_width(model: nn.Module) -> int:
+    """Width of the model's token embeddings (what an embedding vector must have)."""
+    return int(model.get_input_embeddings().weight.shape[-1])
+
+
+def _embedding_rows(
+    chunks: Sequence[TokenChunk], key: str
+) -> tuple[list[int], list[int], list[Tensor]]:
+    """Batch rows, positions and vectors (``[width]``) of the embedding markers in ``chunks``."""
+    rows: list[int] = []
+    positions: list[int] = []
+    vectors: list[Tensor] = []
+    for k, chunk in enumerate(chunks):
+        for position, ref in chunk.embedding_positions():
+            rows.append(k)
+            positions.append(position)
+            vectors.append(load_embedding(ref.path)[key][ref.index])
+    return rows, positions, vectors
 
 
 def apply_token_weights(z: Tensor, z_empty: Tensor, weights: Tensor) -> Tensor:
@@ -103,14 +135,54 @@ class PromptEncoder:
         if not 1 <= clip_skip <= layers:
             raise ValueError(f"clip_skip must be between 1 and {layers}, got {clip_skip}")
 
+    def embedding_widths(self) -> dict[str, int]:
+        """The vector width per embedding key that the loaded encoders need."""
+        return {KEY_L: _embedding_width(self.clip_l), KEY_G: _embedding_width(self.clip_g)}
+
     def _run(
-        self, model: nn.Module, chunks: Sequence[TokenChunk], pad: int, with_empty: bool
+        self,
+        model: nn.Module,
+        chunks: Sequence[TokenChunk],
+        pad: int,
+        with_empty: bool,
+        key: str,
     ) -> Any:
-        ids = [chunk.padded_ids(pad) for chunk in chunks]
+        ids = [chunk.padded_ids(pad, EMBEDDING_PLACEHOLDER) for chunk in chunks]
         if with_empty:
             ids.append(TokenChunk([BOS, EOS], [1.0, 1.0]).padded_ids(pad))
         input_ids = torch.tensor(ids, dtype=torch.long, device=_device_of(model))
-        return model(input_ids=input_ids, output_hidden_states=True)
+        rows, positions, vectors = _embedding_rows(chunks, key)
+        if not rows:
+            return model(input_ids=input_ids, output_hidden_states=True)
+        row_index = torch.tensor(rows, dtype=torch.long, device=input_ids.device)
+        position_index = torch.tensor(positions, dtype=torch.long, device=input_ids.device)
+        stacked = torch.stack(vectors)
+        injected: list[bool] = []
+
+        def inject(_module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor | None:
+            ids_in = args[0] if args else None
+            if not (
+                isinstance(ids_in, Tensor)
+                and ids_in.data_ptr() == input_ids.data_ptr()
+                and tuple(output.shape[:2]) == tuple(input_ids.shape)
+            ):
+                return None  # another caller's batch
+            output = output.clone()
+            output[row_index, position_index] = stacked.to(output.device, output.dtype)
+            injected.append(True)
+            return output
+
+        handle = model.get_input_embeddings().register_forward_hook(inject)
+        try:
+            result = model(input_ids=input_ids, output_hidden_states=True)
+        finally:
+            handle.remove()
+        if not injected:
+            raise RuntimeError(
+                "textual-inversion vectors could not be put into the text encoder "
+                f"({type(model).__name__} did not call its token embedding with input_ids)"
+            )
+        return result
 
     def _hidden(
         self, output: Any, chunks: Sequence[TokenChunk], clip_skip: int, with_empty: bool
@@ -134,12 +206,12 @@ class PromptEncoder:
             self._cache.move_to_end(key)
             return cached
         self._check_clip_skip(clip_skip)
-        tokenized = self.tokenizer.tokenize(text)
+        tokenized = self.tokenizer.tokenize(text, self.embedding_widths())
         chunks = tokenized.chunks
         with_empty = tokenized.has_weights
         with torch.inference_mode():
-            out_l = self._run(self.clip_l, chunks, PAD_L, with_empty)
-            out_g = self._run(self.clip_g, chunks, PAD_G, with_empty)
+            out_l = self._run(self.clip_l, chunks, PAD_L, with_empty, KEY_L)
+            out_g = self._run(self.clip_g, chunks, PAD_G, with_empty, KEY_G)
             z_l = self._hidden(out_l, chunks, clip_skip, with_empty)
             z_g = self._hidden(out_g, chunks, clip_skip, with_empty)
             cond = torch.cat(

@@ -6,13 +6,15 @@ fewer than :data:`MAX_WORD_LENGTH` tokens that would overflow the chunk moves wh
 one; a longer word is split across chunks. Chunks are kept unpadded; the encoder pads them per
 encoder (CLIP-L with the end token, CLIP-G with 0, see :data:`PAD_L` / :data:`PAD_G`).
 
-``embedding:NAME`` words become :class:`EmbeddingRef` markers when an embeddings folder holding
-``NAME`` is given; otherwise the word stays text and a warning is recorded.
+``embedding:NAME`` words become one :class:`EmbeddingRef` marker per vector of the embedding
+file (an ``n``-vector embedding counts as ``n`` tokens when packing) when an embeddings folder
+holding ``NAME`` is given and the file fits the text encoders (see
+:mod:`fooocus_core.prompts.embeddings`); otherwise the word stays text and a warning is recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +36,21 @@ MAX_WORD_LENGTH = 8
 EMBEDDING_PREFIX = "embedding:"
 #: File suffixes tried for an ``embedding:NAME`` word.
 EMBEDDING_SUFFIXES: tuple[str, ...] = (".safetensors", ".pt", ".bin", ".pth")
+#: Token id put where an embedding vector goes (the encoder replaces its input embedding).
+EMBEDDING_PLACEHOLDER = 0
+#: Embedding vector widths per key when no encoder is known: SDXL keys, any width.
+ANY_SDXL_WIDTHS: Mapping[str, int | None] = {"clip_l": None, "clip_g": None}
 
 
 class EmbeddingRef(msgspec.Struct, frozen=True):
-    """A textual-inversion embedding in the token stream; vectors are loaded by the encoder."""
+    """One vector of a textual-inversion embedding in the token stream.
+
+    ``index`` is the vector's row in the file; the encoder loads the vectors from ``path``.
+    """
 
     name: str
     path: str
+    index: int = 0
 
 
 Token = int | EmbeddingRef
@@ -57,16 +67,27 @@ class TokenChunk(msgspec.Struct, frozen=True):
         """Position of the end token (the pooled-output position)."""
         return len(self.tokens) - 1
 
-    def padded_ids(self, pad_id: int) -> list[int]:
-        """The 77 token ids of this chunk padded with ``pad_id``; raises on embedding markers."""
+    def padded_ids(self, pad_id: int, embedding_id: int | None = None) -> list[int]:
+        """The 77 token ids of this chunk padded with ``pad_id``.
+
+        Embedding markers become ``embedding_id``; without one they raise ``ValueError``.
+        """
         ids: list[int] = []
         for token in self.tokens:
             if isinstance(token, EmbeddingRef):
-                raise NotImplementedError(
-                    f"textual-inversion embeddings are not supported yet ({token.name})"
-                )
-            ids.append(token)
+                if embedding_id is None:
+                    raise ValueError(
+                        f"chunk holds embedding {token.name!r}: pass embedding_id and inject "
+                        "its vectors"
+                    )
+                ids.append(embedding_id)
+            else:
+                ids.append(token)
         return ids + [pad_id] * (CHUNK_LENGTH - len(ids))
+
+    def embedding_positions(self) -> list[tuple[int, EmbeddingRef]]:
+        """``(position, marker)`` of every embedding vector in this chunk."""
+        return [(i, t) for i, t in enumerate(self.tokens) if isinstance(t, EmbeddingRef)]
 
     def padded_weights(self) -> list[float]:
         """The 77 weights of this chunk (padding has weight 1)."""
@@ -90,8 +111,14 @@ class TokenizedPrompt(msgspec.Struct, frozen=True):
 
 
 def find_embedding(name: str, directory: str | Path) -> Path | None:
-    """The file for ``embedding:name`` in ``directory`` (name with or without suffix), if any."""
+    """The file for ``embedding:name`` in ``directory`` (name with or without suffix), if any.
+
+    Names that lead outside ``directory`` (``..`` parts, absolute paths) find nothing; files
+    that are symbolic links to elsewhere are fine.
+    """
     root = Path(directory)
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return None
     candidates = [root / name]
     candidates += [root / f"{name}{suffix}" for suffix in EMBEDDING_SUFFIXES]
     for candidate in candidates:
@@ -162,23 +189,51 @@ class PromptTokenizer:
         return list(ids)
 
     def _embedding_word(
-        self, word: str, weight: float, warnings: list[str]
+        self,
+        word: str,
+        weight: float,
+        warnings: list[str],
+        widths: Mapping[str, int | None],
     ) -> tuple[list[tuple[Token, float]], str]:
-        """An ``embedding:NAME`` word as a marker (plus leftover text, e.g. a trailing comma)."""
+        """An ``embedding:NAME`` word as one marker per vector (plus leftover text, e.g. a
+        trailing comma); ``([], word)`` with a warning when it stays text.
+        """
+        from fooocus_core.models.checkpoint import CheckpointError
+        from fooocus_core.prompts.embeddings import EmbeddingError, check_embedding, load_embedding
+
         name = word[len(EMBEDDING_PREFIX) :]
         stripped = name.rstrip(",")
-        if self.embeddings_dir is not None:
-            for candidate in dict.fromkeys((name, stripped)):
-                path = find_embedding(candidate, self.embeddings_dir) if candidate else None
-                if path is not None:
-                    return [(EmbeddingRef(candidate, str(path)), weight)], name[len(candidate) :]
-            warnings.append(f"embedding {stripped!r} not found; kept as text")
-        else:
+        if self.embeddings_dir is None:
             warnings.append(f"embedding {stripped!r} ignored (no embeddings folder); kept as text")
+            return [], word
+        for candidate in dict.fromkeys((name, stripped)):
+            path = find_embedding(candidate, self.embeddings_dir) if candidate else None
+            if path is None:
+                continue
+            try:
+                count = check_embedding(load_embedding(path), widths)
+            except (OSError, CheckpointError, EmbeddingError) as exc:
+                warnings.append(
+                    f"embedding {candidate!r} ({path.name}) not used: {exc}; kept as text"
+                )
+                return [], word
+            markers: list[tuple[Token, float]] = [
+                (EmbeddingRef(candidate, str(path), index), weight) for index in range(count)
+            ]
+            return markers, name[len(candidate) :]
+        warnings.append(f"embedding {stripped!r} not found; kept as text")
         return [], word
 
-    def tokenize(self, text: str) -> TokenizedPrompt:
-        """Parse emphasis, split into words, tokenize and pack into chunks."""
+    def tokenize(
+        self, text: str, embedding_widths: Mapping[str, int | None] | None = None
+    ) -> TokenizedPrompt:
+        """Parse emphasis, split into words, tokenize and pack into chunks.
+
+        ``embedding_widths``: the vector width each text encoder needs, by embedding key
+        (``{"clip_l": 768, "clip_g": 1280}`` for SDXL); embeddings that do not fit stay text.
+        Default: the SDXL keys with any width.
+        """
+        widths = ANY_SDXL_WIDTHS if embedding_widths is None else embedding_widths
         warnings: list[str] = []
         words: list[list[tuple[Token, float]]] = []
         for segment, weight in parse_emphasis(text):
@@ -186,7 +241,7 @@ class PromptTokenizer:
                 if not word:
                     continue
                 if word.startswith(EMBEDDING_PREFIX):
-                    marker, word = self._embedding_word(word, weight, warnings)
+                    marker, word = self._embedding_word(word, weight, warnings, widths)
                     if marker:
                         words.append(marker)
                     if not word:
