@@ -34,9 +34,9 @@ from fooocus_core.models.lora import (
     MISMATCH_LIMIT,
     LoraFile,
     LoraPatcher,
+    LoraPatchers,
     LoraTarget,
     UnsupportedLoraFormat,
-    patcher_for,
 )
 from fooocus_core.models.lora_keys import PEFT_METADATA_KEY
 from fooocus_core.models.tiny import build_tiny_refiner, build_tiny_sdxl
@@ -717,8 +717,9 @@ def test_refiner_unet_is_patched_and_text_encoder_keys_are_not_a_mismatch(
     path = tmp_path / "refiner_lora.safetensors"
     save_file(tensors, str(path))
     original = snapshot(refiner)
-    patcher = patcher_for(refiner)
-    assert patcher_for(refiner) is patcher and patcher_for(base) is not patcher
+    patchers = LoraPatchers()
+    patcher = patchers.for_models(refiner)
+    assert patchers.for_models(refiner) is patcher and patchers.for_models(base) is not patcher
 
     update = patcher.set_loras(refiner, [(LoraFile.from_path(path), 0.9)])
     (report,) = update.reports
@@ -729,7 +730,7 @@ def test_refiner_unet_is_patched_and_text_encoder_keys_are_not_a_mismatch(
 
     # a per-task wrapper around the same UNet shares the patcher and its state: no double merge
     wrapper = UnetHolder(refiner.unet)
-    assert patcher_for(wrapper) is patcher
+    assert patchers.for_models(wrapper) is patcher
     assert not patcher.set_loras(wrapper, [(LoraFile.from_path(path), 0.9)]).changed
     assert_merged(refiner, original, factors, 0.9)
     patcher.set_loras(wrapper, [])

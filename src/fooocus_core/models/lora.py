@@ -11,9 +11,11 @@ A LoRA with more than :data:`MISMATCH_LIMIT` keys that name nothing in the model
 a "model mismatch", as Fooocus does (e.g. an SD 1.5 LoRA, or an SDXL-base LoRA on the
 SDXL refiner); the reason is in the :class:`LoraReport`.
 
-Typical use, once per task (the engine holds one patcher per model set, see :func:`patcher_for`)::
+Typical use, once per task (the engine holds one patcher per model set in a
+:class:`LoraPatchers`)::
 
-    update = patcher_for(models).set_loras(models, [(LoraFile.from_path(p), w) for p, w in loras])
+    files = [(LoraFile.from_path(p), w) for p, w in loras]
+    update = patchers.for_models(models).set_loras(models, files)
     if update.text_encoders_changed:
         prompt_encoder.clear_cache()
     messages += update.messages
@@ -51,11 +53,11 @@ __all__ = [
     "LoraMatch",
     "LoraPatch",
     "LoraPatcher",
+    "LoraPatchers",
     "LoraReport",
     "LoraTarget",
     "LoraUpdate",
     "UnsupportedLoraFormat",
-    "patcher_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -358,17 +360,22 @@ class _Parameters:
         return table[name]
 
 
-_PATCHERS: weakref.WeakKeyDictionary[nn.Module, LoraPatcher] = weakref.WeakKeyDictionary()
+class LoraPatchers:
+    """One :class:`LoraPatcher` per model set, keyed by its UNet module and gone with it.
 
-
-def patcher_for(models: Any) -> LoraPatcher:
-    """The patcher of a model set, keyed by its UNet module: created on first use, gone with
-    the UNet. Any object holding the same UNet (``RefinerModels`` or a per-task wrapper) gets the
-    same patcher, so patches are never applied twice.
+    Any object holding the same UNet (``RefinerModels`` or a per-task wrapper) gets the same
+    patcher, so patches are never applied twice.
     """
-    unet = _components(models)["unet"]
-    patcher = _PATCHERS.get(unet)
-    if patcher is None:
-        patcher = LoraPatcher()
-        _PATCHERS[unet] = patcher
-    return patcher
+
+    def __init__(self) -> None:
+        self._patchers: weakref.WeakKeyDictionary[nn.Module, LoraPatcher] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def for_models(self, models: Any) -> LoraPatcher:
+        """The patcher of ``models``, created on first use."""
+        unet = _components(models)["unet"]
+        patcher = self._patchers.get(unet)
+        if patcher is None:
+            patcher = self._patchers[unet] = LoraPatcher()
+        return patcher
