@@ -67,6 +67,8 @@ TARGET_RATIO = 1.05
 #: Above this spread of the reference's step times ((p75 - p25) / median) wall-time ratios are
 #: too noisy for a 5% verdict, and the verdict uses the same-UNet estimate instead.
 NOISE_LIMIT = 0.10
+#: Step samples per side that the time budget cannot cut short.
+MIN_STEP_SAMPLES = 10
 #: Sides that also time prompt encoding and VAE decode on their own.
 COMPONENT_SIDES: frozenset[str] = frozenset({"diffusers", "ours"})
 #: The issue's settings, and the smoke run's (``--quick``); flags given explicitly win.
@@ -139,6 +141,10 @@ class UNetClock:
         self.cpu += time.thread_time() - self._entered[1]
 
 
+class StopMeasuring(Exception):
+    """The parent ended the measurement (time budget spent); raised out of the current call."""
+
+
 class Gate:
     """Segment timing and hand-over: ``mark`` reports the segment just run, then waits for "go".
 
@@ -151,7 +157,6 @@ class Gate:
         self.replies = replies
         self.unet = UNetClock()
         self.active = False
-        self.stopped = False
         self.repeat = 0
         self._start = (0.0, 0.0, 0.0, 0.0)
 
@@ -163,13 +168,12 @@ class Gate:
         """Block until the parent says "go" (run the next segment) or "stop" (no more repeats)."""
         line = self.commands.readline().strip()
         if line == "stop":
-            self.stopped = True
-            return
+            raise StopMeasuring
         if line != "go":
             raise SystemExit(f"worker: expected 'go' or 'stop', got {line!r}")
         self._start = (time.perf_counter(), time.thread_time(), self.unet.wall, self.unet.cpu)
 
-    def mark(self, segment: str, end_of_repeat: bool = False) -> None:
+    def mark(self, segment: str) -> None:
         if not self.active:
             return
         wall, cpu = time.perf_counter(), time.thread_time()
@@ -182,7 +186,6 @@ class Gate:
                 "cpu": cpu - start_cpu,
                 "unet_wall": self.unet.wall - start_unet_wall,
                 "unet_cpu": self.unet.cpu - start_unet_cpu,
-                "end_of_repeat": end_of_repeat,
             }
         )
         self.wait()
@@ -210,8 +213,8 @@ class Side:
         """One full generate call; ``gate.mark`` after every step and at the end."""
         raise NotImplementedError
 
-    def last_image(self) -> Path:
-        """The last call's image as a file (written outside the timed segments if need be)."""
+    def last_image(self) -> Path | None:
+        """The last finished call's image as a file (written here if need be), if any."""
         raise NotImplementedError
 
     def encode(self, call: int) -> None:
@@ -313,8 +316,7 @@ class OursSide(Side):
         gate.mark("finish")
         self.image = Path(result.images[0].path)
 
-    def last_image(self) -> Path:
-        assert self.image is not None
+    def last_image(self) -> Path | None:
         return self.image
 
     def encode(self, call: int) -> None:
@@ -394,8 +396,9 @@ class DiffusersSide(Side):
         gate.mark("finish")
         self.image = image
 
-    def last_image(self) -> Path:
-        assert self.image is not None
+    def last_image(self) -> Path | None:
+        if self.image is None:
+            return None
         path = self.args.workdir / "diffusers-last.png"
         self.image.save(path)
         return path
@@ -470,30 +473,29 @@ def run_worker(args: WorkerArgs) -> None:
     )
 
     gate.active = True
-    gate.wait()
-    for repeat in range(args.repeats):
-        gate.repeat = repeat
-        side.call(call, args.steps, gate)
-        if components:
-            side.encode(call + 1)
-            gate.mark("encode")
-            side.decode()
-            gate.mark("decode", end_of_repeat=True)
-        else:  # empty segments keep every worker's k-th segment in the same round
-            gate.mark("idle")
-            gate.mark("idle", end_of_repeat=True)
-        call += 2
-        if gate.stopped:
-            break
-    gate.send(
-        {
-            "done": True,
-            "peak_kib": status_kib("VmHWM"),
-            "rss_kib": status_kib("VmRSS"),
-            "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-            "image": str(side.last_image()),  # after the memory readings
-        }
-    )
+    try:
+        gate.wait()
+        for repeat in range(args.repeats):
+            gate.repeat = repeat
+            side.call(call, args.steps, gate)
+            if components:
+                side.encode(call + 1)
+                gate.mark("encode")
+                side.decode()
+                gate.mark("decode")
+            else:  # empty segments keep every worker's k-th segment in the same round
+                gate.mark("idle")
+                gate.mark("idle")
+            call += 2
+    except StopMeasuring:  # raised out of the call in progress, if any
+        pass
+    memory = {
+        "peak_kib": status_kib("VmHWM"),
+        "rss_kib": status_kib("VmRSS"),
+        "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+    image = side.last_image()  # after the memory readings: diffusers' side writes a PNG
+    gate.send({"done": True, **memory, "image": str(image) if image else None})
 
 
 # --- parent -----------------------------------------------------------------------------------
@@ -527,7 +529,6 @@ class Worker:
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     setup: dict[str, Any] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
-    at_end_of_repeat: bool = False
 
     def exchange(self, command: str = "go") -> dict[str, Any]:
         """Let the worker run one segment ("go"), or end it ("stop"); its report."""
@@ -550,10 +551,12 @@ class Worker:
         }
         for segment in ("first", "finish", "encode", "decode"):
             result[segment] = [(s.repeat, s.wall) for s in self.samples.get(segment, [])]
+        finished = {sample.repeat for sample in self.samples.get("finish", [])}
         totals: dict[int, float] = {}
         for segment in ("first", "step", "finish"):
             for sample in self.samples.get(segment, []):
-                totals[sample.repeat] = totals.get(sample.repeat, 0.0) + sample.wall
+                if sample.repeat in finished:
+                    totals[sample.repeat] = totals.get(sample.repeat, 0.0) + sample.wall
         result["total"] = sorted(totals.items())
         return {key: values for key, values in result.items() if values}
 
@@ -617,19 +620,21 @@ def interleave(workers: list[Worker], deadline: float) -> None:
     """Run every worker's segments, one segment each per round, rotating the order.
 
     All workers have the same segment sequence, so their k-th segments share a round. Once
-    ``deadline`` (a ``time.perf_counter`` value) has passed, no further repeat is started.
+    ``deadline`` (a ``time.perf_counter`` value) has passed and every worker has timed at least
+    :data:`MIN_STEP_SAMPLES` steps, all of them are stopped in the same round, mid-call if need
+    be (the steps timed so far count; the whole-call figures use finished calls only).
     """
     active = list(workers)
     round_index = 0
     while active:
-        stop = time.perf_counter() > deadline and all(w.at_end_of_repeat for w in active)
+        measured = min(len(w.samples.get("step", [])) for w in active)
+        stop = time.perf_counter() > deadline and measured >= MIN_STEP_SAMPLES
         shift = round_index % len(active)
         for worker in active[shift:] + active[:shift]:
             message = worker.exchange("stop" if stop else "go")
             if message.get("done"):
                 worker.final = message
                 continue
-            worker.at_end_of_repeat = bool(message.get("end_of_repeat"))
             if message["segment"] != "idle":
                 worker.samples.setdefault(message["segment"], []).append(Sample.of(message))
         active = [worker for worker in active if not worker.final]
@@ -714,8 +719,8 @@ ROWS: tuple[tuple[str, str], ...] = (
 )
 
 
-def measured_repeats(workers: dict[str, Worker]) -> int:
-    return min(len({s.repeat for s in w.samples.get("step", [])}) for w in workers.values())
+def finished_calls(workers: dict[str, Worker]) -> int:
+    return min(len(w.samples.get("finish", [])) for w in workers.values())
 
 
 def same_unet_estimate(mine: dict[str, Stat], reference: dict[str, Stat]) -> float:
@@ -745,8 +750,9 @@ def report(
     ref = workers[REFERENCE]
     out(
         f"engine vs diffusers: {args.size}x{args.size}, {args.steps} steps, CFG {CFG} (UNet batch"
-        f" 2), euler+simple vs Euler trailing, {measured_repeats(workers)} of {args.repeats}"
-        f" repeats (budget {args.budget:.0f} s), warm-up {args.warmup_steps} steps"
+        f" 2), euler+simple vs Euler trailing, {finished_calls(workers)} of {args.repeats}"
+        f" calls per side finished within the {args.budget:.0f} s budget, warm-up"
+        f" {args.warmup_steps} steps"
     )
     out(
         f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']},"
@@ -765,10 +771,15 @@ def report(
         for side in workers:
             if key in stats[side]:
                 out(f"  {side:<13}{stats[side][key].line()}")
-    out("whole generate call from the medians: first + (steps - 1) x step + finish")
-    typical = {side: typical_call(stats[side], args.steps) for side in workers}
-    for side, seconds in typical.items():
-        out(f"  {side:<13}{seconds * 1000:9.1f}")
+    typical = {
+        side: typical_call(stats[side], args.steps)
+        for side in workers
+        if all(key in stats[side] for key in ("first", "step", "finish"))
+    }
+    if len(typical) == len(workers):
+        out("whole generate call from the medians: first + (steps - 1) x step + finish")
+        for side, seconds in typical.items():
+            out(f"  {side:<13}{seconds * 1000:9.1f}")
     out("")
     out("memory (MiB): RSS after load | peak while loading | peak while generating | ru_maxrss")
     for side, worker in workers.items():
@@ -810,11 +821,11 @@ def report(
             "unet_minimums": mine["step_unet"].min / ref_stats["step_unet"].min,
             "extra_outside_cpu_ms": extra * 1000.0,
             "extra_outside_cpu_share": extra / ref_stats["step"].min,
-            "total": mine["total"].median / ref_stats["total"].median,
-            "total_from_medians": typical[side] / typical[REFERENCE],
             "same_unet_estimate": same_unet_estimate(mine, ref_stats),
         }
-        for key in ("first", "finish", "encode", "decode"):
+        if side in typical and REFERENCE in typical:
+            ratio["total_from_medians"] = typical[side] / typical[REFERENCE]
+        for key in ("total", "first", "finish", "encode", "decode"):
             if key in mine and key in ref_stats:
                 ratio[key] = mine[key].median / ref_stats[key].median
         ratios[side] = ratio
@@ -901,7 +912,7 @@ def run_parent(args: argparse.Namespace) -> int:
                     print(f"setting up {side} ...", file=sys.stderr, flush=True)
                     worker.setup = worker.exchange()
                 print("measuring (interleaved) ...", file=sys.stderr, flush=True)
-                interleave(list(workers.values()), time.perf_counter() + args.budget)
+                interleave(list(workers.values()), start + args.budget)
                 for worker in workers.values():
                     worker.process.wait(timeout=60)
             except Exception:
@@ -933,8 +944,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--budget",
         type=float,
-        default=150.0,
-        help="seconds of measuring after which no further repeat starts (150)",
+        default=270.0,
+        help="seconds for the whole run; measuring stops when they are spent (270)",
     )
     parser.add_argument(
         "--quick",

@@ -10,6 +10,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from fooocus_core.downloads import (
 )
 from fooocus_core.errors import InvalidTask
 from fooocus_core.hashing import hash_cache_for
-from fooocus_core.metadata import ImageParameters, render_metadata
+from fooocus_core.metadata import ImageParameters, LoraInfo, render_metadata
 from fooocus_core.models.checkpoint import (
     CheckpointError,
     CheckpointKind,
@@ -34,25 +35,42 @@ from fooocus_core.models.checkpoint import (
 )
 from fooocus_core.models.folders import ModelFileMissing, list_models, resolve_model
 from fooocus_core.models.loader import SDXLModels
+from fooocus_core.models.lora import LoraFile, LoraPatchers
+from fooocus_core.models.lora_keys import LoraError
 from fooocus_core.models.manager import ModelManager
+from fooocus_core.models.safety import SafetyChecker, SafetyCheckerMissing, find_safety_checker
 from fooocus_core.models.vae_approx import SDXL_VAE_APPROX_FILE, load_vae_approx
 from fooocus_core.outputs import sanitize_save_name, save_image
 from fooocus_core.pipeline.cancel import CancelToken, Interrupted
 from fooocus_core.pipeline.freeu import FreeUParams
 from fooocus_core.pipeline.generate import ImageJob, decode, sample_latent
 from fooocus_core.pipeline.guidance import is_unit_cfg
+from fooocus_core.pipeline.loras import select_loras
+from fooocus_core.pipeline.performance import (
+    PERFORMANCE_MODES,
+    apply_performance,
+    performance_lora,
+    performance_mode,
+)
 from fooocus_core.pipeline.plan import SamplingPlan, make_plan
 from fooocus_core.pipeline.preview import Previewer
 from fooocus_core.pipeline.refiner import SWAP_METHODS, Refiner, RefinerMismatch
 from fooocus_core.presets import Preset, list_presets, load_preset
 from fooocus_core.prompts.encode import PromptEncoder
+from fooocus_core.prompts.expansion import ExpansionUnavailable, PromptExpander
 from fooocus_core.prompts.styles import StyleLibrary
 from fooocus_core.prompts.tokenize import PromptTokenizer
 from fooocus_core.prompts.wildcards import WildcardLibrary
-from fooocus_core.prompts.workloads import PromptWorkloads, build_workloads, parse_prompt
+from fooocus_core.prompts.workloads import (
+    ParsedPrompt,
+    PromptWorkloads,
+    build_workloads,
+    parse_prompt,
+    with_expansion,
+)
 from fooocus_core.sampling.samplers import SAMPLER_NAMES
 from fooocus_core.sampling.schedules import SCHEDULER_NAMES, DiscreteSchedule
-from fooocus_core.task import GeneratedImage, GenerationResult, GenerationTask, Progress
+from fooocus_core.task import GeneratedImage, GenerationResult, GenerationTask, LoraSpec, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +129,9 @@ class Engine:
         self._urls: dict[tuple[str, str], str] | None = None
         self._previewer: Previewer | None = None
         self._kinds: dict[tuple[str, int, int], CheckpointKind] = {}
+        self._patchers = LoraPatchers()
+        self._expander: PromptExpander | None = None
+        self._safety: SafetyChecker | None = None
 
     # --- listings ---------------------------------------------------------------------------
 
@@ -159,6 +180,8 @@ class Engine:
 
     def validate(self, task: GenerationTask) -> None:
         """Raise :class:`InvalidTask` naming the field if ``task`` cannot run here."""
+        mode = performance_mode(task)
+        task = apply_performance(task)
         if task.sampler not in SAMPLER_NAMES:
             raise InvalidTask(
                 "sampler", f"unknown sampler {task.sampler!r}; valid: {', '.join(SAMPLER_NAMES)}"
@@ -184,12 +207,16 @@ class Engine:
         refiner = self._refiner_name(task)
         if refiner is not None:
             self._check_refiner_file(refiner)
-        if task.performance not in ("Quality", "Speed"):
-            raise InvalidTask(
-                "performance",
-                f"{task.performance!r} needs its acceleration LoRA, which is not supported yet; "
-                "use 'Speed' or 'Quality'",
-            )
+        for index, lora in enumerate(task.loras):
+            if lora.enabled and lora.model_name != "None":
+                self._checked_path(f"loras[{index}].model_name", "loras", lora.model_name)
+        if mode is not None:
+            self._checked_path("performance", "loras", mode.lora)
+        if task.black_out_nsfw:
+            try:
+                find_safety_checker(self.config.folder("safety_checker"))
+            except SafetyCheckerMissing as exc:
+                raise InvalidTask("black_out_nsfw", str(exc)) from None
         checks = (
             ("image_number", 1 <= task.image_number <= 32, "must be between 1 and 32"),
             ("guidance_scale", 1.0 <= task.guidance_scale <= 30.0, "must be between 1 and 30"),
@@ -270,6 +297,8 @@ class Engine:
                 for key, kind in PRESET_DOWNLOAD_FOLDERS.items():
                     for file_name, url in getattr(preset, key).items():
                         urls.setdefault((kind, file_name), url)
+            for mode in PERFORMANCE_MODES.values():
+                urls.setdefault(("loras", mode.lora), mode.url)
             self._urls = urls
         return self._urls
 
@@ -323,6 +352,8 @@ class Engine:
     ) -> GenerationResult:
         """Generate and save ``task.image_number`` images; stop/skip through ``cancel``."""
         self.validate(task)
+        extra_lora = performance_lora(task)
+        task = apply_performance(task)
         report = on_progress or (lambda _progress: None)
         cancel = cancel or CancelToken()
         plan = make_plan(task, random.Random())
@@ -338,11 +369,12 @@ class Engine:
         encoder = self._encoder_for(models)
         styles = self.styles.validate(task.styles)
         parsed = parse_prompt(task.prompt, task.negative_prompt, styles)
-        if parsed.expansion_requested:
-            messages.append("Fooocus V2 prompt expansion is not available yet; skipped.")
-        loras = [lora for lora in task.loras if lora.enabled and lora.model_name != "None"]
-        if loras or parsed.loras:
-            messages.append("LoRAs are not applied yet; generated without them.")
+        loras, notes = self._apply_loras(task, parsed, extra_lora, models, refiner, encoder, report)
+        messages += notes
+        run = _Run(task, plan, models, refiner, encoder, loras, report, cancel, messages)
+        expander = self._expander_for(parsed, models, messages)
+        if task.black_out_nsfw and self._safety is None:
+            self._safety = SafetyChecker.from_config(self.config, self.device)
 
         images: list[GeneratedImage] = []
         stopped = False
@@ -357,10 +389,11 @@ class Engine:
             workloads = build_workloads(
                 parsed, seed, index, task.read_wildcards_in_order, self.styles, self.wildcards
             )
+            if expander is not None:
+                report(Progress(percent=3, message="Preparing Fooocus text ..."))
+                workloads = with_expansion(workloads, expander(workloads.task_prompt, seed))
             try:
-                image = self._one_image(
-                    task, plan, models, refiner, encoder, workloads, index, report, cancel, messages
-                )
+                image = self._one_image(run, workloads, index)
             except Interrupted as interrupt:
                 if interrupt.stop:
                     stopped = True
@@ -379,6 +412,50 @@ class Engine:
             approx = load_vae_approx(path, self.device) if path.is_file() else None
             self._previewer = Previewer(approx)
         return self._previewer
+
+    def _apply_loras(
+        self,
+        task: GenerationTask,
+        parsed: ParsedPrompt,
+        extra: LoraSpec | None,
+        models: SDXLModels,
+        refiner: Refiner | None,
+        encoder: PromptEncoder,
+        report: ProgressCallback,
+    ) -> tuple[list[LoraSpec], list[str]]:
+        """Patch the task's LoRAs into the base (and refiner) weights, or restore the plain ones
+        when it has none; returns the LoRAs applied and notes for the user.
+        """
+        chosen, notes = select_loras(task.loras, parsed.loras, self.list_loras(), extra)
+        files: list[tuple[LoraFile, float]] = []
+        for lora in chosen:
+            self._fetch_if_missing("loras", lora.model_name, report)
+            path = resolve_model(self.config, "loras", lora.model_name)
+            files.append((LoraFile.from_path(path, lora.model_name), lora.weight))
+        try:
+            update = self._patchers.for_models(models).set_loras(models, files)
+            if refiner is not None:
+                notes += self._patchers.for_models(refiner).set_loras(refiner, files).messages
+        except LoraError as exc:
+            raise InvalidTask("loras", str(exc)) from None
+        if update.text_encoders_changed:
+            encoder.clear_cache()
+        return chosen, notes + update.messages
+
+    def _expander_for(
+        self, parsed: ParsedPrompt, models: SDXLModels, messages: list[str]
+    ) -> PromptExpander | None:
+        """The Fooocus V2 expander when the task asks for it and its files are installed."""
+        if not parsed.use_expansion:
+            return None
+        if self._expander is None:
+            try:
+                device = models.text_encoder.device
+                self._expander = PromptExpander.from_config(self.config, device)
+            except (ExpansionUnavailable, CheckpointError) as exc:
+                messages.append(f"Fooocus V2 skipped: {exc}")
+                return None
+        return self._expander
 
     def _load_refiner(
         self, task: GenerationTask, models: SDXLModels, report: ProgressCallback
@@ -412,9 +489,9 @@ class Engine:
     def _encoder_for(self, models: object) -> PromptEncoder:
         if self._encoder is None or self._encoder_owner is not models:
             if self._tokenizer is None:
-                # Textual-inversion embeddings are not applied yet: "embedding:x" stays text.
                 self._tokenizer = PromptTokenizer.from_dir(
-                    self.config.config_path / "clip_tokenizer"
+                    self.config.config_path / "clip_tokenizer",
+                    embeddings_dir=self.config.folder("embeddings"),
                 )
             self._encoder = PromptEncoder(
                 self._tokenizer, models.text_encoder, models.text_encoder_2
@@ -422,19 +499,9 @@ class Engine:
             self._encoder_owner = models
         return self._encoder
 
-    def _one_image(
-        self,
-        task: GenerationTask,
-        plan: SamplingPlan,
-        models: SDXLModels,
-        refiner: Refiner | None,
-        encoder: PromptEncoder,
-        workloads: PromptWorkloads,
-        index: int,
-        report: ProgressCallback,
-        cancel: CancelToken,
-        messages: list[str],
-    ) -> GeneratedImage:
+    def _one_image(self, run: _Run, workloads: PromptWorkloads, index: int) -> GeneratedImage:
+        task, plan, models, encoder = run.task, run.plan, run.models, run.encoder
+        report, cancel, messages = run.report, run.cancel, run.messages
         seed = plan.seeds[index]
         count = len(plan.seeds)
         positive = encoder.encode(workloads.positive, workloads.positive_top_k, task.clip_skip)
@@ -466,7 +533,8 @@ class Engine:
 
         def on_step(step: int, steps: int, denoised: torch.Tensor) -> None:
             cancel.check()
-            preview = None if task.disable_preview else self.previewer(denoised)
+            hidden = task.disable_preview or task.black_out_nsfw
+            preview = None if hidden else self.previewer(denoised)
             report(
                 Progress(
                     percent=sampling_percent(index * steps + step + 1, total_steps),
@@ -480,17 +548,19 @@ class Engine:
             )
 
         latent = sample_latent(
-            models.unet, self.schedule, positive, negative, job, on_step, refiner=refiner
+            models.unet, self.schedule, positive, negative, job, on_step, refiner=run.refiner
         )
         cancel.check()
         image = decode(models.vae, latent)
+        if task.black_out_nsfw and self._safety is not None:
+            image = self._safety.censor([image])[0]
         report(
             Progress(
                 percent=sampling_percent((index + 1) * plan.steps, total_steps),
                 message=f"Saving image {index + 1}/{count} ...",
             )
         )
-        params = self._image_parameters(task, plan, workloads, seed)
+        params = self._image_parameters(run, workloads, seed)
         path = save_image(
             image,
             self.config.output_dir,
@@ -509,9 +579,11 @@ class Engine:
         )
 
     def _image_parameters(
-        self, task: GenerationTask, plan: SamplingPlan, workloads: PromptWorkloads, seed: int
+        self, run: _Run, workloads: PromptWorkloads, seed: int
     ) -> ImageParameters:
+        task, plan = run.task, run.plan
         base_hash = refiner_hash = ""
+        loras = [LoraInfo(lora.model_name, lora.weight) for lora in run.loras]
         refiner = self._refiner_name(task)
         if task.save_metadata_to_images:
             base_path = resolve_model(self.config, "checkpoints", task.base_model)
@@ -519,6 +591,10 @@ class Engine:
             if refiner is not None:
                 refiner_path = resolve_model(self.config, "checkpoints", refiner)
                 refiner_hash = self._hashes.short_hash(refiner_path)
+            loras = [
+                LoraInfo(info.name, info.weight, self._hash_of("loras", info.name))
+                for info in loras
+            ]
         freeu = _freeu_params(task)
         return ImageParameters(
             prompt=workloads.log_positive_prompt,
@@ -549,7 +625,27 @@ class Engine:
             clip_skip=task.clip_skip,
             adaptive_cfg=task.adaptive_cfg,
             metadata_scheme=task.metadata_scheme,
+            loras=loras,
         )
+
+    def _hash_of(self, kind: str, name: str) -> str:
+        """Short hash of an installed model file (cached)."""
+        return self._hashes.short_hash(resolve_model(self.config, kind, name))
+
+
+@dataclass
+class _Run:
+    """One task's state while it generates."""
+
+    task: GenerationTask
+    plan: SamplingPlan
+    models: SDXLModels
+    refiner: Refiner | None
+    encoder: PromptEncoder
+    loras: list[LoraSpec]
+    report: ProgressCallback
+    cancel: CancelToken
+    messages: list[str]
 
 
 _REFINER_HINT = "; use an SDXL refiner or an SDXL base model as refiner, or 'None'"

@@ -55,17 +55,17 @@ def performance_mode(task: GenerationTask) -> PerformanceMode | None:
     return PERFORMANCE_MODES.get(task.performance)
 
 
-def apply_performance(task: GenerationTask) -> GenerationTask:
-    """A copy of ``task`` with its performance mode's settings forced (unchanged if none).
+def performance_lora(task: GenerationTask) -> LoraSpec | None:
+    """The LoRA the task's performance mode adds after the user's LoRAs, if any."""
+    mode = performance_mode(task)
+    return None if mode is None else LoraSpec(model_name=mode.lora, weight=mode.lora_weight)
 
-    The mode's LoRA is appended after the user's LoRAs (any user entry for the same file is
-    dropped, so it is applied once, at the mode's weight).
-    """
+
+def apply_performance(task: GenerationTask) -> GenerationTask:
+    """A copy of ``task`` with its performance mode's settings forced (unchanged if none)."""
     mode = performance_mode(task)
     if mode is None:
         return task
-    loras = [lora for lora in task.loras if lora.model_name != mode.lora]
-    loras.append(LoraSpec(model_name=mode.lora, weight=mode.lora_weight))
     return msgspec.structs.replace(
         task,
         sampler=mode.sampler,
@@ -78,5 +78,4 @@ def apply_performance(task: GenerationTask) -> GenerationTask:
         adm_scaler_end=0.0,
         refiner_model="None",
         refiner_switch=1.0,
-        loras=loras,
     )
