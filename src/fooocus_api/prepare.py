@@ -19,7 +19,7 @@ from fooocus_api.http import RequestError
 from fooocus_api.mapping import TASK_TO_REQUEST, build_task, record_params, request_preset_name
 from fooocus_api.schemas import CommonRequest
 from fooocus_api.worker import EngineLike
-from fooocus_core import EngineConfig, GenerationTask, InvalidTask, Preset, PresetError
+from fooocus_core import EngineConfig, GenerationTask, InvalidTask, LoraSpec, Preset, PresetError
 
 DEFAULT_VAE = "Default (model)"
 
@@ -69,29 +69,30 @@ def prepare_request(
         if fallback is not None:
             notes.append(f"preset model {task.base_model!r} is missing; using {fallback!r}")
             task.base_model = fallback
-    _validate(engine, task)
-    loras = set(engine.list_loras())
-    kept = []
-    for lora in task.loras:
-        if lora.model_name in loras or _downloadable(preset, "loras", lora.model_name, config):
-            kept.append(lora)
-            continue
-        folder = config.folder("loras")
-        if request.loras is UNSET:  # a preset's LoRA that is not there: skip it, as Fooocus
-            notes.append(f"preset LoRA {lora.model_name!r} is not in {str(folder)!r}; skipped")
-            continue
-        raise RequestError(
-            422,
-            f"LoRA {lora.model_name!r} was not found; put the file in the folder {str(folder)!r}",
-            f"loras[{_request_index(request, lora.model_name)}].model_name",
-        )
-    task.loras = kept
+    if request.loras is UNSET:  # a preset's LoRA that is not there: skip it, as Fooocus
+        task.loras = _installed_preset_loras(engine, config, preset, task, notes)
+    _validate(engine, task)  # names loras[i].model_name for a request's missing LoRA
     return Prepared(task, record_params(request, task), name, notes)
 
 
-def _request_index(request: CommonRequest, name: str) -> int:
-    assert request.loras is not UNSET
-    return next((i for i, lora in enumerate(request.loras) if lora.model_name == name), 0)
+def _installed_preset_loras(
+    engine: EngineLike,
+    config: EngineConfig,
+    preset: Preset,
+    task: GenerationTask,
+    notes: list[str],
+) -> list[LoraSpec]:
+    """The preset's LoRAs that are installed or downloadable; a note for each one skipped."""
+    installed = set(engine.list_loras())
+    kept = []
+    for lora in task.loras:
+        name = lora.model_name
+        if name in installed or name == "None" or _downloadable(preset, "loras", name, config):
+            kept.append(lora)
+        else:
+            folder = str(config.folder("loras"))
+            notes.append(f"preset LoRA {name!r} is not in {folder!r}; skipped")
+    return kept
 
 
 def _validate(engine: EngineLike, task: GenerationTask) -> None:

@@ -198,3 +198,16 @@ def test_preview_in_current_record(client: httpx.Client) -> None:
     client.post("/v1/engine/control", params={"action": "stop", "task_id": task_id})
     assert wait_until(lambda: client.get(f"/tasks/{task_id}").json()["task_status"] == "stop")
     time.sleep(0)
+
+
+def test_preset_lora_that_is_not_installed_is_skipped_with_a_note(client: httpx.Client) -> None:
+    """No ``loras`` field: the default preset's offset LoRA applies, and is not installed here
+    (downloads are off in the tests), so the task runs without it and says so.
+    """
+    body = fast()
+    del body["loras"]
+    r = client.post("/v1/engine/generate/", json=body)
+    assert r.status_code == 200, r.text
+    rec = r.json()
+    assert rec["task_status"] == "finished"
+    assert any("sd_xl_offset_example-lora_1.0.safetensors" in m for m in rec["messages"])
