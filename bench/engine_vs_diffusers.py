@@ -165,7 +165,7 @@ class Gate:
         self.replies.flush()
 
     def wait(self) -> None:
-        """Block until the parent says "go" (run the next segment) or "stop" (no more repeats)."""
+        """Block until the parent says "go" (run the next segment) or "stop" (end: raises)."""
         line = self.commands.readline().strip()
         if line == "stop":
             raise StopMeasuring
