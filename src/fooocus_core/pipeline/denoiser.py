@@ -77,6 +77,13 @@ class UNetDenoiser:
         self._hidden = torch.cat(hidden).to(self.device, self.dtype)
         self._pooled = torch.cat([b.pooled for b in branches]).to(self.device, self.dtype)
         self._branches = branches
+        # Both variants on the device up front: no host-to-device copy inside the step loop.
+        self._time_ids = {
+            emphasized: torch.stack(
+                [b.time_ids_emphasized if emphasized else b.time_ids_consistent for b in branches]
+            ).to(self.device, self.dtype)
+            for emphasized in (True, False)
+        }
 
     def timestep(self, sigma: torch.Tensor) -> float:
         """The discrete timestep nearest to ``sigma``."""
@@ -93,12 +100,10 @@ class UNetDenoiser:
         n = len(self._branches)
         batch = x.shape[0]
         x_in = (x / torch.sqrt(sigma**2 + 1.0)).repeat(n, 1, 1, 1)
-        time_ids = torch.stack(
-            [b.time_ids(t, self.settings.adm_scaler_end) for b in self._branches]
-        ).to(self.device, self.dtype)
+        time_ids = self._time_ids[adm.emphasis_active(t, self.settings.adm_scaler_end)]
         eps = self.unet(
             x_in.to(self.device, self.dtype),
-            torch.tensor(t, device=self.device, dtype=torch.float32),
+            torch.full((), t, device=self.device, dtype=torch.float32),
             encoder_hidden_states=self._hidden.repeat_interleave(batch, dim=0),
             added_cond_kwargs={
                 "text_embeds": self._pooled.repeat_interleave(batch, dim=0),

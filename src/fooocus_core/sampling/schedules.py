@@ -79,7 +79,13 @@ TURBO_MAX_STEPS: Final = 10
 
 
 def _broadcast_to(value: Tensor, x: Tensor) -> Tensor:
-    """Reshape a scalar or per-batch ``[B]`` tensor so it broadcasts against ``x``."""
+    """Reshape a scalar or per-batch ``[B]`` tensor so it broadcasts against ``x``.
+
+    A 0-dim CPU tensor stays on the CPU: torch broadcasts it against any device without the
+    blocking host-to-device copy a move would cost every step.
+    """
+    if value.ndim == 0 and value.device.type == "cpu":
+        return value.to(dtype=x.dtype)
     value = value.to(device=x.device, dtype=x.dtype)
     if value.ndim == 0:
         return value
