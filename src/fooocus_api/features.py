@@ -24,7 +24,7 @@ from fooocus_api.schemas import (
     PresetResponse,
     UpscaleOrVaryMethod,
 )
-from fooocus_core import Preset
+from fooocus_core import SAMPLER_NAMES, SCHEDULER_NAMES, Preset
 
 #: Image-input modes the engine runs. Flip one when the engine gains it (and drop its 501).
 IMAGE_INPUTS = ImageInputFeatures(
@@ -36,47 +36,6 @@ IMAGE_INPUTS = ImageInputFeatures(
 
 #: ``POST /v1/tools/describe-image`` works (today it answers 501).
 DESCRIBE_IMAGE = False
-
-SAMPLERS: tuple[str, ...] = (
-    "euler",
-    "euler_ancestral",
-    "heun",
-    "heunpp2",
-    "dpm_2",
-    "dpm_2_ancestral",
-    "lms",
-    "dpm_fast",
-    "dpm_adaptive",
-    "dpmpp_2s_ancestral",
-    "dpmpp_sde",
-    "dpmpp_sde_gpu",
-    "dpmpp_2m",
-    "dpmpp_2m_sde",
-    "dpmpp_2m_sde_gpu",
-    "dpmpp_3m_sde",
-    "dpmpp_3m_sde_gpu",
-    "ddpm",
-    "lcm",
-    "tcd",
-    "restart",
-    "ddim",
-    "uni_pc",
-    "uni_pc_bh2",
-)
-
-SCHEDULERS: tuple[str, ...] = (
-    "normal",
-    "karras",
-    "exponential",
-    "sgm_uniform",
-    "simple",
-    "ddim_uniform",
-    "lcm",
-    "turbo",
-    "align_your_steps",
-    "tcd",
-    "edm_playground_v2.5",
-)
 
 #: Fooocus' ``available_aspect_ratios`` (a preset may replace the list).
 ASPECT_RATIOS: tuple[str, ...] = (
@@ -115,8 +74,8 @@ def features() -> FeaturesResponse:
         image_inputs=IMAGE_INPUTS,
         describe_image=DESCRIBE_IMAGE,
         performances=list(typing.get_args(Performance)),
-        samplers=list(SAMPLERS),
-        schedulers=list(SCHEDULERS),
+        samplers=list(SAMPLER_NAMES),
+        schedulers=list(SCHEDULER_NAMES),
         output_formats=[f for f in typing.get_args(OutputFormat) if f != "jpg"],
         uov_methods=list(typing.get_args(UpscaleOrVaryMethod)),
     )

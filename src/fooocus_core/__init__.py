@@ -13,6 +13,7 @@ from fooocus_core.config import MODEL_FOLDERS, EngineConfig, load_engine_config
 from fooocus_core.errors import EngineError, InvalidTask
 from fooocus_core.pipeline.cancel import CancelToken
 from fooocus_core.presets import Preset, PresetError
+from fooocus_core.sampling.names import SAMPLER_NAMES, SCHEDULER_NAMES
 from fooocus_core.task import (
     PERFORMANCE_STEPS,
     GeneratedImage,
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MODEL_FOLDERS",
     "PERFORMANCE_STEPS",
+    "SAMPLER_NAMES",
+    "SCHEDULER_NAMES",
     "CancelToken",
     "Engine",
     "EngineConfig",

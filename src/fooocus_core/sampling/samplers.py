@@ -45,6 +45,7 @@ import torch
 from numpy.polynomial import Polynomial
 from torch import Tensor
 
+from .names import SAMPLER_NAMES
 from .schedules import DiscreteSchedule, ModelSchedule, karras_sigmas
 
 __all__ = [
@@ -63,32 +64,6 @@ Denoiser = Callable[[Tensor, Tensor], Tensor]
 StepCallback = Callable[[int, Tensor, Tensor], None]
 NoiseSampler = Callable[[Tensor, Tensor], Tensor]
 
-SAMPLER_NAMES: Final[tuple[str, ...]] = (
-    "euler",
-    "euler_ancestral",
-    "heun",
-    "heunpp2",
-    "dpm_2",
-    "dpm_2_ancestral",
-    "lms",
-    "dpm_fast",
-    "dpm_adaptive",
-    "dpmpp_2s_ancestral",
-    "dpmpp_sde",
-    "dpmpp_sde_gpu",
-    "dpmpp_2m",
-    "dpmpp_2m_sde",
-    "dpmpp_2m_sde_gpu",
-    "dpmpp_3m_sde",
-    "dpmpp_3m_sde_gpu",
-    "ddpm",
-    "lcm",
-    "tcd",
-    "restart",
-    "ddim",
-    "uni_pc",
-    "uni_pc_bh2",
-)
 
 SDE_SAMPLERS: Final = frozenset(
     {

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .names import SCHEDULER_NAMES
+
 __all__ = [
     "AYS_SDXL_SIGMAS",
     "SCHEDULER_NAMES",
@@ -43,19 +45,6 @@ __all__ = [
     "model_schedule_for",
 ]
 
-SCHEDULER_NAMES: Final[tuple[str, ...]] = (
-    "normal",
-    "karras",
-    "exponential",
-    "sgm_uniform",
-    "simple",
-    "ddim_uniform",
-    "lcm",
-    "turbo",
-    "align_your_steps",
-    "tcd",
-    "edm_playground_v2.5",
-)
 
 KARRAS_RHO: Final = 7.0
 
