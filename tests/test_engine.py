@@ -28,17 +28,13 @@ RUNNABLE_SCHEDULERS = [name for name in SCHEDULER_NAMES if name != "edm_playgrou
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_sdxl_checkpoint: Path) -> Path:
-    models = tmp_path_factory.mktemp("models")
-    (models / "checkpoints").mkdir()
-    (models / "checkpoints" / "tiny.safetensors").symlink_to(tiny_sdxl_checkpoint)
-    return models
+def models_dir(tiny_models_dir: Path) -> Path:
+    return tiny_models_dir
 
 
 @pytest.fixture(scope="module")
-def engine(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    outputs = tmp_path_factory.mktemp("outputs")
-    return Engine(EngineConfig(models_dir=str(models_dir), output_dir=str(outputs), device="cpu"))
+def engine(tiny_engine: Engine) -> Engine:
+    return tiny_engine
 
 
 def task(**changes: object) -> GenerationTask:

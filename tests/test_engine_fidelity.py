@@ -16,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-from fooocus_core.config import EngineConfig
 from fooocus_core.engine import Engine
 from fooocus_core.sampling.schedules import DiscreteSchedule
 from fooocus_core.task import GenerationTask
@@ -31,12 +30,8 @@ CFG = 5.0
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory, tiny_sdxl_checkpoint: Path) -> Engine:
-    models = tmp_path_factory.mktemp("models")
-    (models / "checkpoints").mkdir()
-    (models / "checkpoints" / "tiny.safetensors").symlink_to(tiny_sdxl_checkpoint)
-    outputs = tmp_path_factory.mktemp("outputs")
-    return Engine(EngineConfig(models_dir=str(models), output_dir=str(outputs), device="cpu"))
+def engine(tiny_engine: Engine) -> Engine:
+    return tiny_engine
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from fooocus_core.config import EngineConfig
 from fooocus_core.engine import Engine
 from fooocus_core.models.tiny import build_tiny_sdxl
 from fooocus_core.pipeline import freeu
@@ -163,12 +162,8 @@ def test_neutral_factors_keep_the_output(unet: torch.nn.Module) -> None:
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory, tiny_sdxl_checkpoint: Path) -> Engine:
-    models = tmp_path_factory.mktemp("models")
-    (models / "checkpoints").mkdir()
-    (models / "checkpoints" / "tiny.safetensors").symlink_to(tiny_sdxl_checkpoint)
-    outputs = tmp_path_factory.mktemp("outputs")
-    return Engine(EngineConfig(models_dir=str(models), output_dir=str(outputs), device="cpu"))
+def engine(tiny_engine: Engine) -> Engine:
+    return tiny_engine
 
 
 def task(**changes: object) -> GenerationTask:
