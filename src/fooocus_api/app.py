@@ -80,6 +80,7 @@ class Service:
             settings.webhook_attempts,
             settings.webhook_backoff_s,
             settings.webhook_timeout_s,
+            settings.allow_private_urls,
         )
         self.fetcher = ImageFetcher(
             settings.allow_private_urls, settings.max_input_bytes, settings.input_fetch_timeout_s

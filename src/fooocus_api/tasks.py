@@ -336,7 +336,8 @@ class TaskManager:
         target = job.webhook_url
         if target:
             body = _encode(self.record_of(job, self.base_for(job.url_base)))
-            self.webhooks.send(target, job.task_id, body)
+            trusted = target == self.settings.webhook_url
+            self.webhooks.send(target, job.task_id, body, trusted=trusted)
 
     # --- views ------------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ import time
 
 import aiohttp
 
+from fooocus_api.inputs import PublicOnlyResolver
+
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "fooocus-api-webhook/0.1"
@@ -31,31 +33,51 @@ class WebhookSender:
     """Sends webhooks in background tasks with one shared aiohttp session."""
 
     def __init__(
-        self, secret: str = "", attempts: int = 5, backoff_s: float = 1.0, timeout_s: float = 10.0
+        self,
+        secret: str = "",
+        attempts: int = 5,
+        backoff_s: float = 1.0,
+        timeout_s: float = 10.0,
+        allow_private: bool = False,
     ) -> None:
         self.secret = secret
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        self.allow_private = allow_private
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._tasks: set[asyncio.Task[bool]] = set()
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
+    def _client(self, trusted: bool) -> aiohttp.ClientSession:
+        """The session for trusted (operator-configured) or caller-given webhook URLs.
+
+        A caller's URL was checked when the task was submitted; its host is resolved again at
+        every delivery and must still be public (a DNS answer can change), and redirects are not
+        followed, unless private addresses are allowed.
+        """
+        open_ = trusted or self.allow_private
+        session = self._sessions.get(open_)
+        if session is None or session.closed:
+            session = self._sessions[open_] = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                 headers={"User-Agent": USER_AGENT},
+                connector=aiohttp.TCPConnector(resolver=None if open_ else PublicOnlyResolver()),
             )
-        return self._session
+        return session
 
-    def send(self, url: str, task_id: str, body: bytes) -> asyncio.Task[bool]:
-        """Start delivering ``body`` to ``url`` in the background; returns the task."""
-        task = asyncio.create_task(self._deliver(url, task_id, body))
+    def send(
+        self, url: str, task_id: str, body: bytes, trusted: bool = False
+    ) -> asyncio.Task[bool]:
+        """Start delivering ``body`` to ``url`` in the background; returns the task.
+
+        ``trusted`` marks the operator's ``--webhook-url`` (any address, redirects followed).
+        """
+        task = asyncio.create_task(self._deliver(url, task_id, body, trusted))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _deliver(self, url: str, task_id: str, body: bytes) -> bool:
+    async def _deliver(self, url: str, task_id: str, body: bytes, trusted: bool) -> bool:
         delay = self.backoff_s
         for attempt in range(1, self.attempts + 1):
             timestamp = str(int(time.time()))
@@ -68,7 +90,11 @@ class WebhookSender:
             if self.secret:
                 headers["X-Fooocus-Signature"] = sign(self.secret, timestamp, body)
             try:
-                async with self._client().post(url, data=body, headers=headers) as response:
+                session = self._client(trusted)
+                follow = trusted or self.allow_private
+                async with session.post(
+                    url, data=body, headers=headers, allow_redirects=follow
+                ) as response:
                     await response.read()
                     if response.status < 300:
                         return True
@@ -96,5 +122,5 @@ class WebhookSender:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
                 task.cancel()
-        if self._session is not None:
-            await self._session.close()
+        for session in self._sessions.values():
+            await session.close()

@@ -58,3 +58,24 @@ def test_default_webhook_from_settings(
             headers, body = rx.requests[0]
             assert msgspec.json.decode(body)["task_id"] == rec["task_id"]
             assert "x-fooocus-signature" not in headers  # no secret, no signature
+
+
+def test_caller_webhook_host_is_resolved_again_at_delivery() -> None:
+    """A caller's URL whose name now resolves to loopback is not delivered; the operator's is."""
+    import asyncio
+
+    from fooocus_api.webhooks import WebhookSender
+
+    async def deliver(url: str, trusted: bool) -> bool:
+        sender = WebhookSender(attempts=1, backoff_s=0.0, timeout_s=5.0)
+        try:
+            return await sender.send(url, "t" * 32, b"{}", trusted=trusted)
+        finally:
+            await sender.close()
+
+    with Receiver() as rx:
+        by_name = rx.url.replace("127.0.0.1", "localhost")
+        assert asyncio.run(deliver(by_name, trusted=False)) is False
+        assert rx.requests == []
+        assert asyncio.run(deliver(by_name, trusted=True)) is True
+        assert len(rx.requests) == 1
