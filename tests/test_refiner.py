@@ -336,7 +336,7 @@ def test_sd15_refiner_is_refused_clearly(engine: Engine, name: str) -> None:
 
 def test_sd15_refiner_is_refused_when_loading_too(engine: Engine, monkeypatch) -> None:
     """A file that passed validation but loads as SD 1.5 (replaced meanwhile, say)."""
-    monkeypatch.setattr(engine, "_checkpoint_kind", lambda path: CheckpointKind.SDXL_REFINER)
+    monkeypatch.setattr(engine.files, "checkpoint_kind", lambda path: CheckpointKind.SDXL_REFINER)
     with pytest.raises(InvalidTask) as error:
         engine.generate(task(refiner_model="sd15.ckpt"))
     assert error.value.field == "refiner_model" and "SD 1.5" in error.value.message

@@ -17,23 +17,17 @@ import torch
 
 from fooocus_core.config import EngineConfig
 from fooocus_core.downloads import (
-    PRESET_DOWNLOAD_FOLDERS,
     PresetDownloads,
-    apply_hf_mirror,
-    download_preset_files,
-    ensure_file,
 )
 from fooocus_core.errors import InvalidTask
-from fooocus_core.hashing import hash_cache_for
 from fooocus_core.metadata import ImageParameters, LoraInfo, render_metadata
+from fooocus_core.model_files import ModelFiles
 from fooocus_core.models.checkpoint import (
     CheckpointError,
     CheckpointKind,
     UnsupportedCheckpoint,
-    detect_kind,
-    list_keys,
 )
-from fooocus_core.models.folders import ModelFileMissing, list_models, resolve_model
+from fooocus_core.models.folders import ModelFileMissing, list_models
 from fooocus_core.models.loader import SDXLModels
 from fooocus_core.models.lora import LoraFile, LoraPatchers
 from fooocus_core.models.lora_keys import LoraError
@@ -47,7 +41,6 @@ from fooocus_core.pipeline.generate import ImageJob, decode, sample_latent
 from fooocus_core.pipeline.guidance import is_unit_cfg
 from fooocus_core.pipeline.loras import select_loras
 from fooocus_core.pipeline.performance import (
-    PERFORMANCE_MODES,
     apply_performance,
     performance_lora,
     performance_mode,
@@ -95,23 +88,6 @@ def sampling_percent(done_steps: int, total_steps: int) -> int:
     return min(99, _PREPARATION_PERCENT + span * done_steps // max(1, total_steps))
 
 
-def download_reporter(
-    report: ProgressCallback, percent: int
-) -> Callable[[str, int, int | None], None]:
-    """A download progress callback that reports each whole percent (or 100 MB) once."""
-    shown: dict[str, int] = {}
-
-    def progress(file_name: str, done: int, total: int | None) -> None:
-        mark = done * 100 // total if total else done // (100 * 2**20)
-        if shown.get(file_name) == mark:
-            return
-        shown[file_name] = mark
-        size = f"{mark}%" if total else f"{done / 2**20:.0f} MB"
-        report(Progress(percent=percent, message=f"Downloading {file_name}: {size} ..."))
-
-    return progress
-
-
 class Engine:
     """Loads models on demand and generates images for :class:`GenerationTask` objects."""
 
@@ -120,15 +96,13 @@ class Engine:
         self.device = resolve_device(config.device)
         self.schedule = DiscreteSchedule()
         self._models = ModelManager(config, self.device)
-        self._hashes = hash_cache_for(config)
+        self.files = ModelFiles(config)
         self._styles: StyleLibrary | None = None
         self._wildcards: WildcardLibrary | None = None
         self._tokenizer: PromptTokenizer | None = None
         self._encoder: PromptEncoder | None = None
         self._encoder_owner: object | None = None
-        self._urls: dict[tuple[str, str], str] | None = None
         self._previewer: Previewer | None = None
-        self._kinds: dict[tuple[str, int, int], CheckpointKind] = {}
         self._patchers = LoraPatchers()
         self._expander: PromptExpander | None = None
         self._safety: SafetyChecker | None = None
@@ -195,9 +169,9 @@ class Engine:
             self.styles.validate(task.styles)
         except ValueError as exc:
             raise InvalidTask("styles", str(exc)) from None
-        self._checked_path("base_model", "checkpoints", task.base_model)
+        self.files.check("base_model", "checkpoints", task.base_model)
         if task.vae != DEFAULT_VAE:
-            self._checked_path("vae", "vae", task.vae)
+            self.files.check("vae", "vae", task.vae)
         if task.refiner_swap_method not in SWAP_METHODS:
             raise InvalidTask(
                 "refiner_swap_method",
@@ -209,9 +183,9 @@ class Engine:
             self._check_refiner_file(refiner)
         for index, lora in enumerate(task.loras):
             if lora.enabled and lora.model_name != "None":
-                self._checked_path(f"loras[{index}].model_name", "loras", lora.model_name)
+                self.files.check(f"loras[{index}].model_name", "loras", lora.model_name)
         if mode is not None:
-            self._checked_path("performance", "loras", mode.lora)
+            self.files.check("performance", "loras", mode.lora)
         if task.black_out_nsfw:
             try:
                 find_safety_checker(self.config.folder("safety_checker"))
@@ -234,90 +208,30 @@ class Engine:
                 raise InvalidTask("save_name", str(exc)) from None
         make_plan(task)
 
-    def _checked_path(self, field: str, kind: str, name: str) -> None:
-        """A model file must exist, or be downloadable from a preset's URL."""
-        try:
-            resolve_model(self.config, kind, name)
-        except ModelFileMissing as exc:
-            url = self._download_urls().get((kind, name))
-            if url is None:
-                raise InvalidTask(field, str(exc)) from None
-            if self.config.disable_preset_download:
-                raise InvalidTask(
-                    field,
-                    f"{exc}; preset downloads are disabled: download it from "
-                    f"{apply_hf_mirror(url, self.config.hf_mirror)}",
-                ) from None
-        except ValueError as exc:
-            raise InvalidTask(field, str(exc)) from None
-
     def _refiner_name(self, task: GenerationTask) -> str | None:
         """The refiner file name, or None when off: "None", or the base model's own file."""
         name = task.refiner_model
         if not name or name == NO_REFINER or name == task.base_model:
             return None
         try:
-            base = resolve_model(self.config, "checkpoints", task.base_model)
-            refiner = resolve_model(self.config, "checkpoints", name)
+            base = self.files.path("checkpoints", task.base_model)
+            refiner = self.files.path("checkpoints", name)
         except (ModelFileMissing, ValueError):
             return name
         return None if os.path.samefile(base, refiner) else name
 
     def _check_refiner_file(self, name: str) -> None:
         """The refiner must exist (or be downloadable) and be an SDXL refiner or SDXL base."""
-        self._checked_path("refiner_model", "checkpoints", name)
+        self.files.check("refiner_model", "checkpoints", name)
         try:
-            path = resolve_model(self.config, "checkpoints", name)
+            path = self.files.path("checkpoints", name)
         except ModelFileMissing:
             return  # a preset's download; checked when loaded
         try:
-            kind = self._checkpoint_kind(path)
+            kind = self.files.checkpoint_kind(path)
         except CheckpointError as exc:
             raise InvalidTask("refiner_model", str(exc)) from None
         _refuse_refiner_kind(name, kind)
-
-    def _checkpoint_kind(self, path: Path) -> CheckpointKind:
-        """What a checkpoint file holds, from its key names (cached per file version; cheap for
-        safetensors, which only need their header).
-        """
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-        kind = self._kinds.get(key)
-        if kind is None:
-            kind = detect_kind(set(list_keys(path)))
-            self._kinds[key] = kind
-        return kind
-
-    def _download_urls(self) -> dict[tuple[str, str], str]:
-        """Every (folder kind, file name) → URL that some preset names for download."""
-        if self._urls is None:
-            urls: dict[tuple[str, str], str] = {}
-            for name in self.list_presets():
-                preset = load_preset(self.config, name)
-                for key, kind in PRESET_DOWNLOAD_FOLDERS.items():
-                    for file_name, url in getattr(preset, key).items():
-                        urls.setdefault((kind, file_name), url)
-            for mode in PERFORMANCE_MODES.values():
-                urls.setdefault(("loras", mode.lora), mode.url)
-            self._urls = urls
-        return self._urls
-
-    def _fetch_if_missing(
-        self, kind: str, name: str, report: ProgressCallback | None = None
-    ) -> None:
-        """Download a missing model file a preset names (validation allowed it)."""
-        url = self._download_urls().get((kind, name))
-        if url is None or (self.config.folder(kind) / name).is_file():
-            return
-
-        named = download_reporter(report or (lambda _progress: None), percent=1)
-        ensure_file(
-            url,
-            self.config.folder(kind),
-            name,
-            hf_mirror=self.config.hf_mirror,
-            progress=lambda done, total: named(name, done, total),
-        )
 
     def prepare_preset(
         self, name: str | None = None, on_progress: ProgressCallback | None = None
@@ -326,22 +240,17 @@ class Engine:
 
         With downloads disabled the missing files are listed in the result, not raised.
         """
-        return download_preset_files(
-            self.config,
-            self.preset(name),
-            allow=not self.config.disable_preset_download,
-            progress=download_reporter(on_progress or (lambda _progress: None), percent=0),
-        )
+        return self.files.fetch_preset(self.preset(name), on_progress)
 
     # --- generation -------------------------------------------------------------------------
 
     def load(self, base_model: str, vae: str = DEFAULT_VAE) -> None:
         """Load (or keep) a base model now, e.g. at start-up, fetching it if a preset names it."""
-        self._checked_path("base_model", "checkpoints", base_model)
-        self._fetch_if_missing("checkpoints", base_model)
+        self.files.check("base_model", "checkpoints", base_model)
+        self.files.fetch_if_missing("checkpoints", base_model)
         if vae != DEFAULT_VAE:
-            self._checked_path("vae", "vae", vae)
-            self._fetch_if_missing("vae", vae)
+            self.files.check("vae", "vae", vae)
+            self.files.fetch_if_missing("vae", vae)
         self._encoder_for(self._models.get_base(base_model, vae))
 
     def generate(
@@ -361,9 +270,9 @@ class Engine:
 
         report(Progress(percent=1, message="Loading models ..."))
         total_steps = plan.steps * len(plan.seeds)
-        self._fetch_if_missing("checkpoints", task.base_model, report)
+        self.files.fetch_if_missing("checkpoints", task.base_model, report)
         if task.vae != DEFAULT_VAE:
-            self._fetch_if_missing("vae", task.vae, report)
+            self.files.fetch_if_missing("vae", task.vae, report)
         models = self._models.get_base(task.base_model, task.vae)
         refiner = self._load_refiner(task, models, report)
         encoder = self._encoder_for(models)
@@ -429,8 +338,8 @@ class Engine:
         chosen, notes = select_loras(task.loras, parsed.loras, self.list_loras(), extra)
         files: list[tuple[LoraFile, float]] = []
         for lora in chosen:
-            self._fetch_if_missing("loras", lora.model_name, report)
-            path = resolve_model(self.config, "loras", lora.model_name)
+            self.files.fetch_if_missing("loras", lora.model_name, report)
+            path = self.files.path("loras", lora.model_name)
             files.append((LoraFile.from_path(path, lora.model_name), lora.weight))
         try:
             update = self._patchers.for_models(models).set_loras(models, files)
@@ -467,7 +376,7 @@ class Engine:
         if name is None:
             self._models.unload_refiner()
             return None
-        self._fetch_if_missing("checkpoints", name, report)
+        self.files.fetch_if_missing("checkpoints", name, report)
         try:
             loaded = self._models.get_refiner(name)
         except UnsupportedCheckpoint as exc:
@@ -586,13 +495,11 @@ class Engine:
         loras = [LoraInfo(lora.model_name, lora.weight) for lora in run.loras]
         refiner = self._refiner_name(task)
         if task.save_metadata_to_images:
-            base_path = resolve_model(self.config, "checkpoints", task.base_model)
-            base_hash = self._hashes.short_hash(base_path)
+            base_hash = self.files.short_hash("checkpoints", task.base_model)
             if refiner is not None:
-                refiner_path = resolve_model(self.config, "checkpoints", refiner)
-                refiner_hash = self._hashes.short_hash(refiner_path)
+                refiner_hash = self.files.short_hash("checkpoints", refiner)
             loras = [
-                LoraInfo(info.name, info.weight, self._hash_of("loras", info.name))
+                LoraInfo(info.name, info.weight, self.files.short_hash("loras", info.name))
                 for info in loras
             ]
         freeu = _freeu_params(task)
@@ -627,10 +534,6 @@ class Engine:
             metadata_scheme=task.metadata_scheme,
             loras=loras,
         )
-
-    def _hash_of(self, kind: str, name: str) -> str:
-        """Short hash of an installed model file (cached)."""
-        return self._hashes.short_hash(resolve_model(self.config, kind, name))
 
 
 @dataclass
