@@ -114,7 +114,9 @@ def draw_batch(seed: int, count: int, image_size: int) -> tuple[np.ndarray, list
     """``count`` random scenes from ``seed``: images ``[count, H, W, 3]`` uint8 and the scenes."""
     rng = np.random.default_rng(seed)
     scenes = [sample_scene(rng, image_size) for _ in range(count)]
-    images = np.stack([draw(scene, image_size) for scene in scenes]) if scenes else np.zeros(
-        (0, image_size, image_size, 3), dtype=np.uint8
+    images = (
+        np.stack([draw(scene, image_size) for scene in scenes])
+        if scenes
+        else np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
     )
     return images, scenes

@@ -56,9 +56,9 @@ def measure(image: np.ndarray) -> Measurement:
         return Measurement(background, None, None)
     colour = _nearest(np.median(pixels[mask], axis=0), COLOURS)
     ys, xs = np.nonzero(mask)
-    x0, x1 = np.percentile(xs, [0.5, 99.5])
-    y0, y1 = np.percentile(ys, [0.5, 99.5])
-    x0, x1, y0, y1 = int(round(x0)), int(round(x1)), int(round(y0)), int(round(y1))
+    x0, x1, y0, y1 = np.rint(
+        np.concatenate([np.percentile(xs, [0.5, 99.5]), np.percentile(ys, [0.5, 99.5])])
+    ).astype(int)
     area = (x1 - x0 + 1) * (y1 - y0 + 1)
     fill = float(mask[y0 : y1 + 1, x0 : x1 + 1].sum()) / area
     shape = "triangle" if fill < TRIANGLE_BELOW else "circle" if fill < CIRCLE_BELOW else "square"
@@ -83,8 +83,16 @@ def score(images: Sequence[np.ndarray], scenes: Sequence[Scene]) -> Rates:
     hits = np.zeros((len(scenes), 3), dtype=bool)
     for row, (image, scene) in enumerate(zip(images, scenes, strict=True)):
         m = measure(image)
-        hits[row] = (m.colour == scene.colour, m.background == scene.background,
-                     m.shape == scene.shape)
+        hits[row] = (
+            m.colour == scene.colour,
+            m.background == scene.background,
+            m.shape == scene.shape,
+        )
     rates = hits.mean(axis=0)
-    return Rates(float(rates[0]), float(rates[1]), float(rates[2]),
-                 float(hits.all(axis=1).mean()), len(scenes))
+    return Rates(
+        float(rates[0]),
+        float(rates[1]),
+        float(rates[2]),
+        float(hits.all(axis=1).mean()),
+        len(scenes),
+    )
