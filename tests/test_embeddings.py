@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from fooocus_core.config import SHIPPED_CONFIG_DIR, EngineConfig
 from fooocus_core.prompts.encode import PromptEncoder
@@ -27,30 +27,14 @@ from fooocus_core.prompts.tokenize import (
     EmbeddingRef,
     PromptTokenizer,
 )
+from tests.tiny_clip import HG, HL, tiny_clip_pair
 
-HL, HG, PROJ = 32, 64, 32
 CAT = 2368  # "cat</w>"
-
-
-def _config(hidden: int, act: str) -> CLIPTextConfig:
-    return CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=hidden,
-        intermediate_size=37,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=PROJ,
-        hidden_act=act,
-    )
 
 
 @pytest.fixture(scope="module")
 def models() -> tuple[CLIPTextModel, CLIPTextModelWithProjection]:
-    torch.manual_seed(4321)
-    clip_l = CLIPTextModel(_config(HL, "quick_gelu")).eval()
-    clip_g = CLIPTextModelWithProjection(_config(HG, "gelu")).eval()
-    return clip_l, clip_g
+    return tiny_clip_pair(4321)
 
 
 @pytest.fixture(scope="module")

@@ -6,34 +6,17 @@ import copy
 
 import pytest
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from fooocus_core.config import SHIPPED_CONFIG_DIR
 from fooocus_core.prompts.encode import PromptEncoder
 from fooocus_core.prompts.tokenize import PAD_G, PAD_L, PromptTokenizer
-
-HL, HG, PROJ = 32, 64, 32
-
-
-def _config(hidden: int, act: str) -> CLIPTextConfig:
-    return CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=hidden,
-        intermediate_size=37,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=PROJ,
-        hidden_act=act,
-    )
+from tests.tiny_clip import HG, HL, PROJ, tiny_clip_pair
 
 
 @pytest.fixture(scope="module")
 def models() -> tuple[CLIPTextModel, CLIPTextModelWithProjection]:
-    torch.manual_seed(1234)
-    clip_l = CLIPTextModel(_config(HL, "quick_gelu")).eval()
-    clip_g = CLIPTextModelWithProjection(_config(HG, "gelu")).eval()
-    return clip_l, clip_g
+    return tiny_clip_pair(1234)
 
 
 @pytest.fixture(scope="module")
