@@ -123,7 +123,8 @@ def load_config(
     *overrides: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The shipped ``<config_dir>/<family>/<component>/config.json`` with ``overrides`` merged
-    over it in order (top-level keys replace).
+    over it in order (top-level keys replace). An empty ``component`` reads
+    ``<config_dir>/<family>/config.json``.
     """
     path = Path(config_dir) / family / component / "config.json"
     try:

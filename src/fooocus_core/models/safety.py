@@ -28,6 +28,7 @@ from PIL import Image
 
 from fooocus_core.config import SHIPPED_CONFIG_DIR
 from fooocus_core.models.checkpoint import CheckpointError, ModelFileNotFound, read_state_dict
+from fooocus_core.models.loader import load_config
 
 if TYPE_CHECKING:
     from fooocus_core.config import EngineConfig
@@ -83,15 +84,7 @@ def load_safety_config(
     """``<config_dir>/safety_checker/config.json`` with ``overrides`` merged in order
     (top-level keys replace, as for the checkpoint configs).
     """
-    path = Path(config_dir) / CONFIG_SUBDIR / "config.json"
-    try:
-        config: dict[str, Any] = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"shipped safety checker config {str(path)!r} is missing") from exc
-    for override in overrides:
-        if override:
-            config.update(override)
-    return config
+    return load_config(config_dir, CONFIG_SUBDIR, "", *overrides)
 
 
 def load_image_processor(config_dir: str | os.PathLike[str] = SHIPPED_CONFIG_DIR) -> Any:
