@@ -215,14 +215,17 @@ def keymap_for(component: str, model: nn.Module, prefix: str | None = None) -> K
     raise ValueError(f"unknown component {component!r}")
 
 
-def assign_weights(
-    model: nn.Module, state_dict: dict[str, torch.Tensor], component: str, device: torch.device
+def check_fits(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    label: str,
+    optional: frozenset[str] = frozenset(),
 ) -> None:
-    """Put ``state_dict`` (diffusers names) into an empty model: strict names and shapes, the
-    tensors themselves become the parameters (no copy). Moves buffers to ``device``.
+    """:class:`CheckpointError` naming the missing, unexpected and wrongly shaped keys of
+    ``state_dict`` for ``model`` (keys in ``optional`` may be missing).
     """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
+    missing = [k for k in expected if k not in state_dict and k not in optional]
     unexpected = [k for k in state_dict if k not in expected]
     shapes = [
         f"{k} (file {tuple(v.shape)}, model {tuple(expected[k].shape)})"
@@ -230,7 +233,16 @@ def assign_weights(
         if k in expected and v.shape != expected[k].shape
     ]
     if missing or unexpected or shapes:
-        raise CheckpointError(str(K.KeyMismatch(component, missing, unexpected, shapes)))
+        raise CheckpointError(str(K.KeyMismatch(label, missing, unexpected, shapes)))
+
+
+def assign_weights(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], component: str, device: torch.device
+) -> None:
+    """Put ``state_dict`` (diffusers names) into an empty model: strict names and shapes, the
+    tensors themselves become the parameters (no copy). Moves buffers to ``device``.
+    """
+    check_fits(model, state_dict, component)
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.to(device)
     still_empty = [n for n, p in model.named_parameters() if p.device.type == "meta"]

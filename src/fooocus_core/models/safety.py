@@ -28,7 +28,7 @@ from PIL import Image
 
 from fooocus_core.config import SHIPPED_CONFIG_DIR
 from fooocus_core.models.checkpoint import CheckpointError, ModelFileNotFound, read_state_dict
-from fooocus_core.models.loader import load_config
+from fooocus_core.models.loader import check_fits, empty_weights, load_config
 
 if TYPE_CHECKING:
     from fooocus_core.config import EngineConfig
@@ -125,8 +125,6 @@ def build_safety_checker(config: Mapping[str, Any], state_dict: Mapping[str, tor
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig
 
-    from fooocus_core.models.loader import empty_weights
-
     with empty_weights():
         model = StableDiffusionSafetyChecker(CLIPConfig.from_dict(dict(config)))
     expected = model.state_dict()
@@ -136,18 +134,7 @@ def build_safety_checker(config: Mapping[str, Any], state_dict: Mapping[str, tor
         if name not in expected and name.endswith("position_ids"):
             continue  # a buffer older transformers saved; the model makes its own
         renamed[name] = value
-    missing = [k for k in expected if k not in renamed]
-    unexpected = [k for k in renamed if k not in expected]
-    shapes = [
-        f"{k} (file {tuple(v.shape)}, model {tuple(expected[k].shape)})"
-        for k, v in renamed.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            "the safety checker file does not fit its config: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:5]}"
-        )
+    check_fits(model, renamed, "the safety checker file (against its config)")
     model.load_state_dict(renamed, strict=True, assign=True)
     empty = [n for n, p in model.named_parameters() if p.device.type == "meta"]
     if empty:

@@ -142,7 +142,7 @@ def load_gpt2(
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from fooocus_core.models.loader import empty_weights
+    from fooocus_core.models.loader import check_fits, empty_weights
 
     folder = Path(folder)
     weights = _weights_file(folder)
@@ -156,20 +156,8 @@ def load_gpt2(
     with empty_weights():
         model = GPT2LMHeadModel(config)
     state_dict = _state_dict_for(model, weights)
-    expected = model.state_dict()
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", True) else set()
-    missing = [k for k in expected if k not in state_dict and k not in tied]
-    unexpected = [k for k in state_dict if k not in expected]
-    shapes = [
-        f"{k} (file {tuple(v.shape)}, model {tuple(expected[k].shape)})"
-        for k, v in state_dict.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"{weights.name!r} does not fit the GPT-2 config: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, shapes {shapes[:5]}"
-        )
+    check_fits(model, state_dict, f"{weights.name!r} (against the GPT-2 config)", frozenset(tied))
     model.load_state_dict(state_dict, strict=False, assign=True)
     if tied:
         model.tie_weights()
