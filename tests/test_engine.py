@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fooocus_core import STARTER_MODEL
 from fooocus_core.config import EngineConfig
 from fooocus_core.engine import Engine
 from fooocus_core.errors import InvalidTask
@@ -179,7 +180,8 @@ def test_styles_and_jpeg_output(engine: Engine) -> None:
 
 
 def test_listings(engine: Engine) -> None:
-    assert engine.list_models() == ["tiny.safetensors"]
+    assert engine.list_models() == ["tiny.safetensors", STARTER_MODEL]
+    assert engine.list_models(builtin=False) == ["tiny.safetensors"]
     assert engine.list_loras() == []
     styles = engine.list_styles()
     assert styles[:2] == ["Fooocus V2", "Random Style"] and "Fooocus Sharp" in styles

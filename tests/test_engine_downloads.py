@@ -6,12 +6,14 @@ import functools
 import http.server
 import json
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from fooocus_core import STARTER_MODEL
 from fooocus_core.config import SHIPPED_CONFIG_DIR, EngineConfig
 from fooocus_core.engine import Engine
 from fooocus_core.errors import InvalidTask
@@ -85,3 +87,33 @@ def test_prepare_preset_fetches_its_files(tmp_path: Path, server: str) -> None:
     done = engine.prepare_preset("fetchtest")
     assert done.downloaded == [str(tmp_path / "models" / "checkpoints" / "fetched.safetensors")]
     assert engine.prepare_preset("fetchtest").present  # second time: nothing to fetch
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_fetch_problem_says_why_a_model_cannot_be_had(server: str, tmp_path: Path) -> None:
+    engine = Engine(config_with_preset(tmp_path / "ok", server))
+    assert engine.fetch_problem("checkpoints", "fetched.safetensors") is None  # its URL answers
+    assert engine.fetch_problem("checkpoints", STARTER_MODEL) is None  # built in
+    problem = engine.fetch_problem("checkpoints", "nobody.safetensors")
+    assert problem is not None and "no preset names a download" in problem
+    assert "'..' is not allowed" in (engine.fetch_problem("checkpoints", "../x.safetensors") or "")
+
+    disabled = Engine(config_with_preset(tmp_path / "off", server, disable_preset_download=True))
+    assert disabled.fetch_problem("checkpoints", "fetched.safetensors") == (
+        "preset downloads are disabled"
+    )
+
+    gone_url = f"http://127.0.0.1:{_closed_port()}/fetched.safetensors"
+    gone = Engine(config_with_preset(tmp_path / "gone", gone_url))
+    problem = gone.fetch_problem("checkpoints", "fetched.safetensors", timeout=5)
+    assert problem is not None and gone_url in problem and "cannot be reached" in problem
+
+    missing = Engine(config_with_preset(tmp_path / "404", server + ".missing"))
+    problem = missing.fetch_problem("checkpoints", "fetched.safetensors")
+    assert problem is not None and "HTTP 404" in problem
+    assert not (tmp_path / "ok" / "models" / "checkpoints" / "fetched.safetensors").exists()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from fooocus_core.config import MODEL_FOLDERS, EngineConfig
 from fooocus_core.models.folders import (
+    STARTER_MODEL,
     ModelFileMissing,
     ensure_folders,
     list_models,
@@ -40,13 +42,28 @@ def test_list_models_recursive_sorted_filtered(config: EngineConfig) -> None:
     ]:
         _touch(root / name)
     (root / "dir.safetensors").mkdir()
-    assert list_models(config, "checkpoints") == [
-        "a.ckpt",
-        "b.safetensors",
-        "sub/d.bin",
-        "sub/deep/c.pth",
-        "sub/e.SAFETENSORS",
-    ]
+    files = ["a.ckpt", "b.safetensors", "sub/d.bin", "sub/deep/c.pth", "sub/e.SAFETENSORS"]
+    assert list_models(config, "checkpoints", builtin=False) == files
+    # the built-in starter model comes after the folder's files
+    assert list_models(config, "checkpoints") == [*files, STARTER_MODEL]
+
+
+def test_builtin_starter_model(config: EngineConfig, tmp_path: Path) -> None:
+    shipped = config.config_path / "starter" / STARTER_MODEL
+    assert shipped.is_file()
+    assert resolve_model(config, "checkpoints", STARTER_MODEL) == shipped
+    assert list_models(config, "loras") == []  # built-ins are checkpoints only
+    # a file of the same name in the checkpoints folder takes precedence
+    own = tmp_path / "models" / "checkpoints" / STARTER_MODEL
+    _touch(own)
+    assert resolve_model(config, "checkpoints", STARTER_MODEL) == own
+    assert list_models(config, "checkpoints") == [STARTER_MODEL]
+    # without the shipped file (another config folder) there is no built-in model
+    elsewhere = msgspec.structs.replace(config, config_dir=str(tmp_path / "config"))
+    own.unlink()
+    assert list_models(elsewhere, "checkpoints") == []
+    with pytest.raises(ModelFileMissing):
+        resolve_model(elsewhere, "checkpoints", STARTER_MODEL)
 
 
 def test_list_models_missing_folder(config: EngineConfig) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fooocus_core import STARTER_MODEL
 from fooocus_core.config import EngineConfig
 from fooocus_core.presets import (
     Preset,
@@ -90,7 +91,21 @@ def shipped() -> EngineConfig:
 
 
 def test_list_shipped(shipped: EngineConfig) -> None:
-    assert list_presets(shipped) == SHIPPED
+    assert list_presets(shipped) == sorted([*SHIPPED, "starter"])
+
+
+def test_starter_preset(shipped: EngineConfig) -> None:
+    """The built-in starter model at its native size, settings it was measured with, nothing
+    to download (the default preset's download lists are replaced, not inherited)."""
+    preset = load_preset(shipped, "starter")
+    assert preset.default_model == STARTER_MODEL and preset.previous_default_models == []
+    assert preset.default_aspect_ratio == "64*64"
+    assert (preset.default_sampler, preset.default_scheduler) == ("euler", "normal")
+    assert preset.default_overwrite_step == 20 and preset.default_cfg_scale == 5.0
+    assert preset.default_styles == [] and preset.enabled_loras() == []
+    assert preset.default_sample_sharpness == 0.0
+    assert not (preset.checkpoint_downloads or preset.lora_downloads or preset.vae_downloads)
+    GenerationTask(**preset.task_defaults())
 
 
 @pytest.mark.parametrize("name", SHIPPED)

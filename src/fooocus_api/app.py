@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fooocus_api import features, files, openapi
 from fooocus_api.auth import Tickets, check_api_key
+from fooocus_api.default_model import DefaultModels
 from fooocus_api.http import JSON, RequestError, accept_image, parse_multipart, validation_error
 from fooocus_api.inputs import BadImage, ImageFetcher, check_url_host, image_fields, is_empty
 from fooocus_api.mapping import NO_PRESET
@@ -48,7 +49,7 @@ from fooocus_api.store import TaskStore
 from fooocus_api.tasks import TERMINAL, Job, QueueFull, TaskManager, new_task_id, now_ms
 from fooocus_api.webhooks import WebhookSender
 from fooocus_api.worker import EngineFactory, EngineLike, GpuWorker, default_engine_factory
-from fooocus_core import MODEL_FOLDERS, PresetError
+from fooocus_core import MODEL_FOLDERS, STARTER_PRESET, PresetError
 
 logger = logging.getLogger("fooocus_api")
 
@@ -86,6 +87,7 @@ class Service:
             settings.allow_private_urls, settings.max_input_bytes, settings.input_fetch_timeout_s
         )
         self.tickets = Tickets()
+        self.default_models = DefaultModels(settings.engine)
         self.store: TaskStore | None = None
         self.manager: TaskManager | None = None
         self.shutdown_event = anyio.Event()
@@ -100,9 +102,10 @@ class Service:
         self.store = await TaskStore.open(self.settings.database_path)
         self.worker.start()
         config = self.settings.engine
+        models = self.default_models
 
         def prepare(engine: EngineLike, job: Job, say: Callable[[str], None]) -> None:
-            ensure_task_files(engine, config, job.preset_name, job.task, say)
+            ensure_task_files(engine, config, job.preset_name, job.task, say, models)
 
         self.manager = TaskManager(self.settings, self.store, self.worker, self.webhooks, prepare)
         failed = await self.manager.start()
@@ -110,6 +113,7 @@ class Service:
             logger.warning("marked %d task(s) interrupted by a restart as failed", len(failed))
         if self.manager.pending:
             logger.info("resuming %d pending task(s)", len(self.manager.pending))
+        self._background.add(asyncio.create_task(self._check_default_model()))
         if self.settings.preload:
             self._background.add(asyncio.create_task(self._preload()))
 
@@ -119,17 +123,35 @@ class Service:
         for kind in MODEL_FOLDERS:
             self.settings.engine.folder(kind).mkdir(parents=True, exist_ok=True)
 
+    async def _check_default_model(self) -> None:
+        """Say in the log which model requests that name none will run with."""
+        try:
+            engine = await self.worker.engine()
+            status = await asyncio.to_thread(self.default_models.status, engine)
+        except Exception as exc:
+            logger.warning("could not check the default model: %s", exc)
+            return
+        if status.notice:
+            logger.warning("%s", status.notice)
+        else:
+            logger.info("default model: %s", status.model)
+
     async def _preload(self) -> None:
         try:
             engine = await self.worker.engine()
             preset = await asyncio.to_thread(engine.preset, None)
-            await self.worker.run(lambda: engine.load(preset.default_model, preset.default_vae))
-            self.worker.loaded_model = preset.default_model
+            choice = await asyncio.to_thread(self.default_models.choose, engine, preset)
+            if choice.starter:
+                preset = await asyncio.to_thread(self.default_models.starter_preset, engine)
+            await self.worker.run(lambda: engine.load(choice.model, preset.default_vae))
+            self.worker.loaded_model = choice.model
         except Exception as exc:
             logger.warning("--preload failed: %s", exc)
 
     async def shutdown(self) -> None:
         self.shutdown_event.set()
+        for task in self._background:
+            task.cancel()
         if self.manager is not None:
             await self.manager.close()
         await self.worker.close()
@@ -274,7 +296,12 @@ class Service:
             raise validation_error(exc) from None
         engine = await self._engine()
         prepared = await asyncio.to_thread(
-            prepare_request, engine, self.settings.engine, params, single_image=binary is not None
+            prepare_request,
+            engine,
+            self.settings.engine,
+            params,
+            self.default_models,
+            single_image=binary is not None,
         )
         await self._check_images(params)
         webhook = params.webhook_url or self.settings.webhook_url or None
@@ -493,11 +520,15 @@ class Service:
         engine = await self._engine()
 
         def listing() -> AllModelsResponse:
+            status = self.default_models.status(engine)
             return AllModelsResponse(
                 model_filenames=engine.list_models(),
                 lora_filenames=engine.list_loras(),
                 vae_filenames=engine.list_vaes(),
                 presets=engine.list_presets(),
+                default_model=status.model,
+                starter_fallback=status.starter_fallback,
+                notice=status.notice,
             )
 
         return JSON(await asyncio.to_thread(listing))
@@ -511,8 +542,12 @@ class Service:
 
     async def preset(self, request: Request, name: str) -> Response:
         engine = await self._engine()
+        chosen: str | None = name
+        if name in NO_PRESET:
+            status = await asyncio.to_thread(self.default_models.status, engine)
+            chosen = STARTER_PRESET if status.starter_fallback else None
         try:
-            preset = await asyncio.to_thread(engine.preset, None if name in NO_PRESET else name)
+            preset = await asyncio.to_thread(engine.preset, chosen)
         except PresetError as exc:
             raise RequestError(404, str(exc)) from None
         enabled = not self.settings.engine.disable_preset_download

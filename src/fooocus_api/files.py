@@ -39,7 +39,10 @@ def media_type(path: Path) -> str:
 
 
 def convert(path: Path, subtype: str) -> bytes:
-    """The image at ``path`` encoded as ``subtype`` (png/jpeg/jpg/webp); blocking."""
+    """The image at ``path`` encoded as ``subtype`` (png/jpeg/jpg/webp); the file's own bytes
+    (metadata kept) when it is stored in that format already. Blocking."""
+    if same_format(path, subtype):
+        return path.read_bytes()
     pil_format = IMAGE_TYPES[subtype][0]
     with Image.open(path) as image:
         image.load()

@@ -15,11 +15,21 @@ from typing import Any
 
 from msgspec import UNSET
 
+from fooocus_api.default_model import DefaultModels
 from fooocus_api.http import RequestError
 from fooocus_api.mapping import TASK_TO_REQUEST, build_task, record_params, request_preset_name
 from fooocus_api.schemas import CommonRequest
 from fooocus_api.worker import EngineLike
-from fooocus_core import EngineConfig, GenerationTask, InvalidTask, LoraSpec, Preset, PresetError
+from fooocus_core import (
+    STARTER_MODEL,
+    STARTER_PRESET,
+    EngineConfig,
+    GenerationTask,
+    InvalidTask,
+    LoraSpec,
+    Preset,
+    PresetError,
+)
 
 DEFAULT_VAE = "Default (model)"
 
@@ -54,21 +64,35 @@ def load_preset(engine: EngineLike, name: str | None) -> Preset:
 
 
 def prepare_request(
-    engine: EngineLike, config: EngineConfig, request: CommonRequest, *, single_image: bool
+    engine: EngineLike,
+    config: EngineConfig,
+    request: CommonRequest,
+    models: DefaultModels,
+    *,
+    single_image: bool,
 ) -> Prepared:
-    """Merge presets, build the task and validate it; raises :class:`RequestError`."""
+    """Merge presets, build the task and validate it; raises :class:`RequestError`.
+
+    A request that runs its preset's default model gets the checkpoint ``models`` chooses.
+    Whenever the starter model runs (chosen so, or named), the ``starter`` preset fills the
+    fields the request leaves out: the model only draws at its own size and settings.
+    """
     name = request_preset_name(request)
     preset = load_preset(engine, name)
-    task = build_task(request, preset, single_image=single_image)
     notes: list[str] = []
-    checkpoints = engine.list_models()
-    if request.base_model_name is UNSET and task.base_model not in checkpoints:
-        fallback = next((m for m in preset.previous_default_models if m in checkpoints), None)
-        if fallback is None and config.disable_preset_download and checkpoints:
-            fallback = checkpoints[0]
-        if fallback is not None:
-            notes.append(f"preset model {task.base_model!r} is missing; using {fallback!r}")
-            task.base_model = fallback
+    model: str | None = None
+    if request.base_model_name is UNSET or request.base_model_name == preset.default_model:
+        choice = models.choose(engine, preset)
+        if choice.model != preset.default_model and choice.note:
+            notes.append(choice.note)
+        model = choice.model
+    elif request.base_model_name == STARTER_MODEL:
+        model = STARTER_MODEL
+    if model == STARTER_MODEL and name != STARTER_PRESET:
+        name, preset = STARTER_PRESET, models.starter_preset(engine)
+    task = build_task(request, preset, single_image=single_image)
+    if model is not None:
+        task.base_model = model
     if request.loras is UNSET:  # a preset's LoRA that is not there: skip it, as Fooocus
         task.loras = _installed_preset_loras(engine, config, preset, task, notes)
     _validate(engine, task)  # names loras[i].model_name for a request's missing LoRA
@@ -109,9 +133,15 @@ def ensure_task_files(
     preset_name: str | None,
     task: GenerationTask,
     say: Callable[[str], None],
+    models: DefaultModels | None = None,
 ) -> None:
-    """In the GPU thread: download the preset's files when the task needs one that is missing."""
-    missing = task.base_model not in engine.list_models()
+    """In the GPU thread: download the preset's files when the task needs one that is missing.
+
+    A failed download of the base model is remembered in ``models``, so that later requests
+    that name no model fall back at once instead of failing the same way.
+    """
+    model_missing = task.base_model not in engine.list_models()
+    missing = model_missing
     if task.vae != DEFAULT_VAE and task.vae not in engine.list_vaes():
         missing = True
     loras = set(engine.list_loras())
@@ -120,4 +150,9 @@ def ensure_task_files(
     if not missing or config.disable_preset_download:
         return
     say(f"Downloading model files of preset {preset_name or config.preset!r} ...")
-    engine.prepare_preset(preset_name, on_progress=lambda progress: say(progress.message))
+    try:
+        engine.prepare_preset(preset_name, on_progress=lambda progress: say(progress.message))
+    except Exception as exc:
+        if models is not None and model_missing and task.base_model not in engine.list_models():
+            models.mark_failed(task.base_model, str(exc))
+        raise

@@ -240,6 +240,13 @@ class AllModelsResponse(msgspec.Struct, kw_only=True):
     lora_filenames: list[str]
     vae_filenames: list[str] = []
     presets: list[str] = []
+    #: The checkpoint that requests naming none run with (the configured default model, or
+    #: what stands in for it when it is missing).
+    default_model: str | None = None
+    #: True when the built-in starter model stands in for a missing default model.
+    starter_fallback: bool = False
+    #: What is not as configured, and how to fix it (None when all is as configured).
+    notice: str | None = None
 
 
 class MessageResponse(msgspec.Struct, kw_only=True):

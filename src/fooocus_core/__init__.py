@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fooocus_core.config import MODEL_FOLDERS, EngineConfig, load_engine_config
 from fooocus_core.errors import EngineError, InvalidTask
+from fooocus_core.models.folders import STARTER_MODEL
 from fooocus_core.pipeline.cancel import CancelToken
 from fooocus_core.presets import Preset, PresetError
 from fooocus_core.sampling.names import SAMPLER_NAMES, SCHEDULER_NAMES
@@ -23,6 +24,9 @@ from fooocus_core.task import (
     Progress,
 )
 
+#: The preset that runs the starter model at its native size with settings that suit it.
+STARTER_PRESET = "starter"
+
 if TYPE_CHECKING:
     from fooocus_core.engine import Engine
 
@@ -31,6 +35,8 @@ __all__ = [
     "PERFORMANCE_STEPS",
     "SAMPLER_NAMES",
     "SCHEDULER_NAMES",
+    "STARTER_MODEL",
+    "STARTER_PRESET",
     "CancelToken",
     "Engine",
     "EngineConfig",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -74,6 +75,32 @@ def apply_hf_mirror(url: str, hf_mirror: str | None) -> str:
     if "://" not in mirror:
         mirror = "https://" + mirror
     return mirror + rest
+
+
+def probe_url(url: str, *, timeout: float = 5.0) -> str | None:
+    """Whether ``url`` answers a HEAD request within ``timeout`` seconds, redirects followed:
+    None when it does (status below 400), else why not, in words.
+
+    Runs in a daemon thread so that a stalled name lookup (which ignores socket timeouts)
+    cannot hold the caller longer than ``timeout``.
+    """
+    answer: list[str | None] = []
+
+    def ask() -> None:
+        request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                answer.append(None)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            answer.append(f"HTTP {exc.code}")
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+            answer.append(f"no connection: {getattr(exc, 'reason', exc)}")
+
+    thread = threading.Thread(target=ask, name="probe-url", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answer[0] if answer else f"no answer within {timeout:g} s"
 
 
 def _check_file_name(file_name: str) -> None:

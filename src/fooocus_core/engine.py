@@ -109,9 +109,15 @@ class Engine:
 
     # --- listings ---------------------------------------------------------------------------
 
-    def list_models(self) -> list[str]:
-        """Checkpoint file names under the checkpoints folder."""
-        return list_models(self.config, "checkpoints")
+    def list_models(self, *, builtin: bool = True) -> list[str]:
+        """Checkpoint file names under the checkpoints folder, then the built-in starter model
+        (unless ``builtin`` is false, or a file of its name is in the folder)."""
+        return list_models(self.config, "checkpoints", builtin=builtin)
+
+    def fetch_problem(self, kind: str, name: str, timeout: float = 5.0) -> str | None:
+        """Why a model file can be neither used nor downloaded now (None: it is installed, or
+        the URL a preset names for it answers within ``timeout`` seconds)."""
+        return self.files.fetch_problem(kind, name, timeout)
 
     def list_loras(self) -> list[str]:
         """LoRA file names under the loras folder."""

@@ -14,6 +14,7 @@ from fooocus_core.downloads import (
     apply_hf_mirror,
     download_preset_files,
     ensure_file,
+    probe_url,
 )
 from fooocus_core.errors import InvalidTask
 from fooocus_core.hashing import hash_cache_for
@@ -90,6 +91,27 @@ class ModelFiles:
                 urls.setdefault(("loras", mode.lora), mode.url)
             self._urls = urls
         return self._urls
+
+    def fetch_problem(self, kind: str, name: str, timeout: float = 5.0) -> str | None:
+        """Why model ``name`` of ``kind`` can be neither used nor fetched now, in words; None
+        when it is installed or its download URL answers (asked once per call, within
+        ``timeout`` seconds).
+        """
+        try:
+            resolve_model(self.config, kind, name)
+            return None
+        except ModelFileMissing:
+            pass
+        except ValueError as exc:
+            return str(exc)
+        url = self.download_urls().get((kind, name))
+        if url is None:
+            return "no preset names a download for it"
+        if self.config.disable_preset_download:
+            return "preset downloads are disabled"
+        mirrored = apply_hf_mirror(url, self.config.hf_mirror)
+        problem = probe_url(mirrored, timeout=timeout)
+        return None if problem is None else f"{mirrored} cannot be reached: {problem}"
 
     def fetch_if_missing(
         self, kind: str, name: str, report: ProgressCallback | None = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -128,3 +130,54 @@ def sse_events(response: httpx.Response) -> Iterator[tuple[str | None, dict[str,
             event_id = line[3:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].lstrip())
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (connections are refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LogRecords(logging.Handler):
+    """Keeps the records of the ``fooocus_api`` logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def text(self) -> str:
+        return "\n".join(r.getMessage() for r in self.records)
+
+
+def offline_settings(root: Path, mirror: str, **changes: Any) -> Settings:
+    """No models folder, preset downloads allowed but every download URL goes to ``mirror``."""
+    engine = load_engine_config(
+        None,
+        {},
+        {
+            "models_dir": str(root / "models"),
+            "output_dir": str(root / "outputs"),
+            "hf_mirror": mirror,
+        },
+    )
+    return Settings(engine=engine, port=0, sse_ping_s=5, **changes)
+
+
+@pytest.fixture(scope="session")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, LogRecords]]:
+    logger = logging.getLogger("fooocus_api")
+    records = LogRecords()
+    logger.addHandler(records)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    root = tmp_path_factory.mktemp("offline")
+    try:
+        with Server(offline_settings(root, f"http://127.0.0.1:{closed_port()}")) as srv:
+            yield srv, records
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from fooocus_core import STARTER_MODEL
 from tests.api.conftest import Server, fast, sse_events
 from tests.api.helpers import wait_until
 
@@ -144,7 +145,8 @@ def test_sync_client_disconnect_does_not_kill_task(server: Server) -> None:
 
 def test_models_styles_and_outputs(client: httpx.Client) -> None:
     models = client.get("/v1/engines/all-models").json()
-    assert models["model_filenames"] == ["tiny.safetensors"] and models["lora_filenames"] == []
+    assert models["model_filenames"] == ["tiny.safetensors", STARTER_MODEL]
+    assert models["lora_filenames"] == [] and models["starter_fallback"] is False
     assert "default" in models["presets"] and models["vae_filenames"] == []
     styles = client.get("/v1/engines/styles").json()
     assert styles[:2] == ["Fooocus V2", "Random Style"] and len(styles) > 100

@@ -3,6 +3,10 @@
 A model *name* is a path relative to its kind's folder with ``/`` separators (e.g.
 ``"sdxl/juggernautXL_v8Rundiffusion.safetensors"``). Names never leave their folder: absolute
 paths, drive letters, backslashes and ``..`` parts are refused.
+
+Built-in checkpoints (the starter model the project trains and ships in ``config/starter/``)
+are listed under reserved names beside the files of the checkpoints folder; a file of the same
+name in that folder takes precedence.
 """
 
 from __future__ import annotations
@@ -12,6 +16,15 @@ from pathlib import Path, PurePosixPath
 
 from fooocus_core.config import MODEL_FOLDERS, MODEL_SUFFIXES, EngineConfig
 from fooocus_core.errors import EngineError
+
+#: File name of the starter model: the SDXL architecture at tiny widths, trained by
+#: ``fooocus-train-starter`` on drawn shapes at 64x64 and shipped with the project.
+STARTER_MODEL = "starter_sdxl_64.safetensors"
+
+#: Built-in model files by kind: reserved name → path under the shipped config folder.
+BUILTIN_MODELS: dict[str, dict[str, str]] = {
+    "checkpoints": {STARTER_MODEL: f"starter/{STARTER_MODEL}"},
+}
 
 
 class ModelFileMissing(EngineError, FileNotFoundError):
@@ -27,14 +40,32 @@ class ModelFileMissing(EngineError, FileNotFoundError):
         )
 
 
-def list_models(config: EngineConfig, kind: str) -> list[str]:
-    """All model files of ``kind``: recursive, relative ``/``-separated names, sorted.
+def builtin_models(config: EngineConfig, kind: str) -> dict[str, Path]:
+    """The built-in model files of ``kind`` that are present: reserved name → path."""
+    found: dict[str, Path] = {}
+    for name, relative in BUILTIN_MODELS.get(kind, {}).items():
+        path = config.config_path / relative
+        if path.is_file():
+            found[name] = path
+    return found
+
+
+def list_models(config: EngineConfig, kind: str, *, builtin: bool = True) -> list[str]:
+    """All model files of ``kind``: recursive, relative ``/``-separated names, sorted, then the
+    built-in ones not shadowed by a file of the same name (unless ``builtin`` is false).
 
     Only files ending in one of :data:`MODEL_SUFFIXES` (case-insensitive) count; hidden files and
-    folders (starting with ``.``) are skipped. A missing folder gives ``[]``. Symlinked folders
+    folders (starting with ``.``) are skipped. A missing folder lists no files. Symlinked folders
     are followed (each real folder is visited once).
     """
-    root = config.folder(kind)
+    names = _folder_files(config.folder(kind))
+    if builtin:
+        present = set(names)
+        names += [name for name in builtin_models(config, kind) if name not in present]
+    return names
+
+
+def _folder_files(root: Path) -> list[str]:
     if not root.is_dir():
         return []
     names: list[str] = []
@@ -71,15 +102,18 @@ def check_model_name(name: str) -> PurePosixPath:
 
 
 def resolve_model(config: EngineConfig, kind: str, name: str) -> Path:
-    """The path of model ``name`` of ``kind``; ValueError if the name escapes its folder,
-    :class:`ModelFileMissing` if the file does not exist.
+    """The path of model ``name`` of ``kind`` (a file in its folder, else a built-in file);
+    ValueError if the name escapes its folder, :class:`ModelFileMissing` if there is no file.
     """
     relative = check_model_name(name)
     folder = config.folder(kind)
     path = folder.joinpath(*relative.parts)
-    if not path.is_file():
+    if path.is_file():
+        return path
+    builtin = builtin_models(config, kind).get(name)
+    if builtin is None:
         raise ModelFileMissing(name, kind, folder)
-    return path
+    return builtin
 
 
 def ensure_folders(config: EngineConfig) -> list[Path]:

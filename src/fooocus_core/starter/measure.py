@@ -11,16 +11,38 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from fooocus_core.starter.data import BACKGROUNDS, COLOURS, Scene
+from fooocus_core.starter.data import BACKGROUNDS, COLOURS
 
 BORDER = 2
 FOREGROUND_DISTANCE = 60.0
 MIN_FOREGROUND_PIXELS = 20
 TRIANGLE_BELOW = 0.69
 CIRCLE_BELOW = 0.90
+
+
+class Labelled(Protocol):
+    """What an image should show (a drawn :class:`~fooocus_core.starter.data.Scene`, or a
+    prompt's :class:`Target`)."""
+
+    @property
+    def shape(self) -> str: ...
+    @property
+    def colour(self) -> str: ...
+    @property
+    def background(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """The shape, colour and background a prompt asks for."""
+
+    shape: str
+    colour: str
+    background: str
 
 
 @dataclass(frozen=True)
@@ -76,7 +98,7 @@ class Rates:
     count: int
 
 
-def score(images: Sequence[np.ndarray], scenes: Sequence[Scene]) -> Rates:
+def score(images: Sequence[np.ndarray], scenes: Sequence[Labelled]) -> Rates:
     """Measure every image and compare it with the scene (prompt) it should show."""
     if len(images) != len(scenes) or not scenes:
         raise ValueError("need as many images as scenes, at least one")

@@ -122,6 +122,17 @@ async function refreshReadiness() {
   }
 }
 
+// The server says when its default model is missing and what stands in for it (the starter model).
+function showModelNotice(models) {
+  const box = $('#model-notice');
+  box.hidden = !models.notice;
+  if (!models.notice) return;
+  $('#model-notice-title').textContent = models.starter_fallback
+    ? 'Using the built-in starter model: 64×64 pictures of simple shapes only'
+    : 'The default model is not available';
+  $('#model-notice-text').textContent = models.notice;
+}
+
 let booting = null;
 
 async function boot() {
@@ -145,6 +156,7 @@ async function boot() {
       } else {
         app.form.setChoices({ features, models, styles, presets: models.presets || [] });
       }
+      showModelNotice(models);
       $('#generate').disabled = Boolean(app.runner?.active);
       app.ready = true;
       document.body.dataset.ready = 'true';
