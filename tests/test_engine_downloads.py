@@ -6,7 +6,6 @@ import functools
 import http.server
 import json
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from fooocus_core.config import SHIPPED_CONFIG_DIR, EngineConfig
 from fooocus_core.engine import Engine
 from fooocus_core.errors import InvalidTask
 from fooocus_core.task import GenerationTask, Progress
+from tests.api.conftest import closed_port
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +89,6 @@ def test_prepare_preset_fetches_its_files(tmp_path: Path, server: str) -> None:
     assert engine.prepare_preset("fetchtest").present  # second time: nothing to fetch
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_fetch_problem_says_why_a_model_cannot_be_had(server: str, tmp_path: Path) -> None:
     engine = Engine(config_with_preset(tmp_path / "ok", server))
     assert engine.fetch_problem("checkpoints", "fetched.safetensors") is None  # its URL answers
@@ -108,7 +102,7 @@ def test_fetch_problem_says_why_a_model_cannot_be_had(server: str, tmp_path: Pat
         "preset downloads are disabled"
     )
 
-    gone_url = f"http://127.0.0.1:{_closed_port()}/fetched.safetensors"
+    gone_url = f"http://127.0.0.1:{closed_port()}/fetched.safetensors"
     gone = Engine(config_with_preset(tmp_path / "gone", gone_url))
     problem = gone.fetch_problem("checkpoints", "fetched.safetensors", timeout=5)
     assert problem is not None and gone_url in problem and "cannot be reached" in problem

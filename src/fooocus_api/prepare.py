@@ -133,7 +133,7 @@ def ensure_task_files(
     preset_name: str | None,
     task: GenerationTask,
     say: Callable[[str], None],
-    models: DefaultModels | None = None,
+    models: DefaultModels,
 ) -> None:
     """In the GPU thread: download the preset's files when the task needs one that is missing.
 
@@ -153,6 +153,6 @@ def ensure_task_files(
     try:
         engine.prepare_preset(preset_name, on_progress=lambda progress: say(progress.message))
     except Exception as exc:
-        if models is not None and model_missing and task.base_model not in engine.list_models():
+        if model_missing and task.base_model not in engine.list_models():
             models.mark_failed(task.base_model, str(exc))
         raise
